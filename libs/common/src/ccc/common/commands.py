@@ -1,0 +1,98 @@
+"""The durable door: ``ccc.cmd.<domain>.<op>`` from the CCC_COMMANDS work-queue stream.
+
+One durable pull consumer per service (its name is the domain) is shared by every
+instance. A command is acknowledged only after its handler finished and its result
+event (``ccc.evt.<domain>.<op>.completed|failed``) was published, so a crash mid-way
+means redelivery. Publishing twice with the same ``Nats-Msg-Id`` is absorbed by the
+stream's duplicate window: the second copy is never delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.client import JetStreamContext
+
+from . import subjects
+
+log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[object], Awaitable[None]]
+
+
+class CommandConsumer:
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        domain: str,
+        ack_wait: float,
+        max_deliver: int,
+        slots: asyncio.Semaphore,
+        handle: Callable[[object], Awaitable[None]],
+    ) -> None:
+        self.js = js
+        self.domain = domain
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.slots = slots
+        self.handle = handle
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._sub = await self.js.pull_subscribe(
+            subjects.command_subject(self.domain, ">"),
+            durable=self.domain,
+            stream=subjects.COMMANDS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait,
+                max_deliver=self.max_deliver,
+                max_ack_pending=1000,
+            ),
+        )
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            await self.slots.acquire()  # take a slot before pulling: no over-fetching
+            try:
+                msgs = await self._sub.fetch(16, timeout=1.0)
+            except (NatsTimeout, asyncio.TimeoutError):
+                self.slots.release()
+                continue
+            except Exception:
+                self.slots.release()
+                if self._stopping.is_set():
+                    return
+                log.exception("command fetch failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            for i, msg in enumerate(msgs):
+                if i > 0:
+                    await self.slots.acquire()
+                task = asyncio.create_task(self.handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.slots.release()
+
+    async def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()

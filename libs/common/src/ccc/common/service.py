@@ -1,0 +1,437 @@
+"""The service runtime: endpoints on NATS micro, run concurrently with a bound.
+
+One handler, three doors: request-reply on ``ccc.<domain>.<op>`` (NATS micro, queue
+group ``q`` shared by all instances), durable commands on ``ccc.cmd.<domain>.<op>``,
+and HTTP through the gateway, which builds its route from the metadata announced here.
+
+nats-py runs one callback at a time per subscription, so the micro handler only takes a
+slot from a semaphore and spawns a task: an endpoint serves up to ``max_concurrency``
+requests at once, and when all slots are busy the subscription waits, which is the
+back-pressure we want.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, ServiceConfig
+from nats.micro.service import Service as MicroService
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import subjects, tracing
+from .bus import Bus, connect, ensure_streams
+from .context import Caller, Context, ProgressSink
+from .contracts.operations import Operation, OperationGet, OperationList, OperationPage
+from .endpoint import EndpointSpec, Handler, build_spec
+from .errors import CCCError, Forbidden, Internal, NotFound, Timeout
+from .logs import setup_logging
+from .metrics import COMMANDS, IN_FLIGHT, LATENCY, REQUESTS, serve_metrics
+from .operations import Operations
+from .settings import Settings
+from .state import Blobs, StateStore
+
+log = logging.getLogger(__name__)
+Hook = Callable[["Service"], Awaitable[None]]
+
+
+def _package_version(domain: str) -> str:
+    try:
+        return importlib_metadata.version(f"ccc-{domain.replace('_', '-')}")
+    except importlib_metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Service:
+    """A domain service: declare endpoints with ``@service.endpoint``, then ``run()``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        version: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.name = subjects.check_domain(name)
+        self.description = description
+        self.version = version or _package_version(name)
+        self.settings = settings or Settings()
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10000}"
+        self.specs: dict[str, EndpointSpec] = {}
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._micro: MicroService | None = None
+        self._micro_endpoints: dict[str, Any] = {}
+        self._tracer = tracing.tracer(f"ccc.{name}")
+        self._blobs: Blobs | None = None
+        self._stopped = asyncio.Event()
+        self._owns_connection = False
+        self.nc: NATS
+        self.bus: Bus
+        self.state: StateStore
+        self.operations: Operations
+        self._register_builtin_endpoints()
+
+    # -- declaring ---------------------------------------------------------------
+
+    def endpoint(
+        self,
+        op: str,
+        *,
+        http: str | None = None,
+        roles: Iterable[str] = ("operator",),
+        timeout: float | None = None,
+        operation: bool = False,
+        resumable: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        """Expose ``handler(request, ctx) -> response`` as ``<name>.<op>``.
+
+        ``http`` is ``"METHOD /path/{param}"``; omitted, the route is
+        ``POST /v1/orchestrate/<name>/<op/with/slashes>``; ``""`` means bus only.
+        ``operation=True`` answers 202 with an operation record at once and runs the
+        handler in the background (``ctx.progress`` reports progress).
+        """
+
+        def register(handler: Handler) -> Handler:
+            spec = build_spec(
+                self.name,
+                op,
+                handler,
+                http=http,
+                roles=roles,
+                timeout=timeout or self.settings.request_timeout,
+                operation=operation,
+                resumable=resumable,
+            )
+            if op in self.specs:
+                raise ValueError(f"{self.name}.{op} is declared twice")
+            self.specs[op] = spec
+            return handler
+
+        return register
+
+    def on_startup(self, hook: Hook) -> Hook:
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        self._shutdown.append(hook)
+        return hook
+
+    def _register_builtin_endpoints(self) -> None:
+        """Every service answers for its own operations; the gateway routes
+        ``/v1/operations/{id}`` here by the domain prefix of the id."""
+
+        async def operation_get(req: OperationGet, ctx: Context) -> Operation:
+            """Read an operation record."""
+            return await self.operations.get(req.id)
+
+        async def operation_list(req: OperationList, ctx: Context) -> OperationPage:
+            """List this service's operations, newest first."""
+            return OperationPage(operations=await self.operations.list(req.status, req.limit))
+
+        async def operation_cancel(req: OperationGet, ctx: Context) -> Operation:
+            """Cancel a running operation."""
+            return await self.operations.cancel(req.id)
+
+        self.endpoint("operation.get", http="", roles=("reader",))(operation_get)
+        self.endpoint("operation.list", http="", roles=("reader",))(operation_list)
+        self.endpoint("operation.cancel", http="", roles=("operator",))(operation_cancel)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, nc: NATS | None = None) -> None:
+        """Connect, make streams and state, announce endpoints, consume commands."""
+        tracing.setup_tracing(self.name, self.settings.otlp_endpoint)
+        if nc is None:
+            nc = await connect(self.settings.nats_url, f"ccc-{self.name}")
+            self._owns_connection = True
+        self.nc = nc
+        self.bus = Bus(nc, self.settings.request_timeout)
+        await ensure_streams(self.bus.js, self.settings.events_max_age_days)
+        self.state = await StateStore.open(self.bus.js, subjects.state_bucket(self.name))
+        self.operations = Operations(
+            domain=self.name,
+            instance=self.instance,
+            state=self.state,
+            bus=self.bus,
+            lease=self.settings.operation_lease,
+            make_context=self._operation_context,
+        )
+        self._slots = asyncio.Semaphore(self.settings.max_concurrency)
+        for hook in self._startup:
+            await hook(self)
+
+        self._micro = await add_service(
+            nc,
+            ServiceConfig(
+                name=self.name,
+                version=self.version,
+                description=self.description,
+                metadata={"instance": self.instance},
+            ),
+        )
+        for spec in self.specs.values():
+            await self._micro.add_endpoint(
+                EndpointConfig(
+                    name=spec.name,
+                    subject=spec.subject,
+                    handler=self._dispatcher(spec),
+                    metadata=spec.metadata(),
+                )
+            )
+        self._micro_endpoints = {ep._name: ep for ep in self._micro._endpoints}
+
+        from .commands import CommandConsumer
+
+        self.commands = CommandConsumer(
+            js=self.bus.js,
+            domain=self.name,
+            ack_wait=self.settings.command_ack_wait,
+            max_deliver=self.settings.command_max_deliver,
+            slots=self._slots,
+            handle=self._handle_command,  # type: ignore[arg-type]
+        )
+        await self.commands.start()
+        await self.operations.start_sweeper(self.specs)
+        serve_metrics(self.settings.metrics_port)
+        await self.bus.publish(
+            subjects.event_subject(self.name, "service.started"),
+            {"service": self.name, "version": self.version, "instance": self.instance},
+        )
+        log.info("service %s %s started (%s)", self.name, self.version, self.instance)
+
+    async def stop(self) -> None:
+        """Graceful drain: stop taking work, finish what is in flight, then leave."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        timeout = self.settings.drain_timeout
+        for ep in self._micro_endpoints.values():
+            if ep._subscription is not None:
+                with contextlib.suppress(Exception):
+                    await ep._subscription.drain()
+        await self.commands.stop(timeout)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self.operations.stop(timeout)
+        for hook in self._shutdown:
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("shutdown hook failed")
+        with contextlib.suppress(Exception):
+            await self.bus.publish(
+                subjects.event_subject(self.name, "service.stopped"),
+                {"service": self.name, "instance": self.instance},
+            )
+        if self._owns_connection:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        log.info("service %s stopped", self.name)
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain. The process entry point."""
+        setup_logging(self.name, self.settings.log_level, self.settings.log_json)
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            runner = asyncio.run
+        runner(self._main())
+
+    async def _main(self) -> None:
+        await self.start()
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        log.info("signal received: draining %s", self.name)
+        await self.stop()
+
+    # -- serving requests ------------------------------------------------------------
+
+    def _dispatcher(self, spec: EndpointSpec) -> Callable[[Request], Awaitable[None]]:
+        async def dispatch(request: Request) -> None:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._serve(spec, request._msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._release)
+
+        return dispatch
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _serve(self, spec: EndpointSpec, msg: Msg) -> None:
+        started = time.perf_counter()
+        headers = msg.headers
+        status = 200
+        IN_FLIGHT.labels(self.name).inc()
+        with self._tracer.start_as_current_span(
+            spec.subject, context=tracing.extract(headers), kind=SpanKind.SERVER
+        ) as span:
+            try:
+                body, status = await self._execute(spec, msg.data, headers, span)
+                reply_headers = {subjects.STATUS_HEADER: str(status)} if status != 200 else None
+            except CCCError as exc:
+                status = exc.status
+                body, reply_headers = exc.problem_bytes(), exc.headers()
+                span.set_status(Status(StatusCode.ERROR, exc.detail))
+            if msg.reply:
+                await self.nc.publish(msg.reply, body, headers=reply_headers)
+        elapsed = time.perf_counter() - started
+        IN_FLIGHT.labels(self.name).dec()
+        REQUESTS.labels(self.name, spec.op, str(status)).inc()
+        LATENCY.labels(self.name, spec.op).observe(elapsed)
+        ep = self._micro_endpoints.get(spec.name)
+        if ep is not None:  # NATS micro counts requests; we add time and errors it cannot see
+            ep._processing_time += int(elapsed * 1e9)
+            ep._average_processing_time = int(ep._processing_time / max(1, ep._num_requests))
+            if status >= 400:
+                ep._num_errors += 1
+                ep._last_error = f"{status}"
+
+    async def _execute(
+        self,
+        spec: EndpointSpec,
+        data: bytes,
+        headers: dict[str, str] | None,
+        span: trace.Span,
+        *,
+        correlation_id: str | None = None,
+    ) -> tuple[bytes, int]:
+        """Decode, authorise, run; every failure leaves as a typed error."""
+        caller = Caller.from_headers(headers)
+        if not caller.may(spec.roles):
+            raise Forbidden(
+                f"{self.name}.{spec.op} needs one of the roles {sorted(spec.roles)}"
+            )
+        request = spec.parse(data, headers)
+        try:
+            if spec.operation:
+                record = await self.operations.start(
+                    spec,
+                    request,
+                    dict(headers or {}),
+                    idempotency_key=(headers or {}).get(subjects.MSG_ID_HEADER),
+                    correlation_id=correlation_id,
+                )
+                return record.model_dump_json().encode(), 202
+            ctx = self._context(headers)
+            async with asyncio.timeout(spec.timeout):
+                result = await spec.handler(request, ctx)
+            return spec.dump(result), 200
+        except CCCError:
+            raise
+        except TimeoutError as exc:
+            raise Timeout(f"{self.name}.{spec.op} took longer than {spec.timeout}s") from exc
+        except Exception as exc:
+            log.exception("%s.%s failed", self.name, spec.op)
+            span.record_exception(exc)
+            trace_id = tracing.current_trace_id()
+            raise Internal(
+                f"{self.name}.{spec.op} failed unexpectedly (trace {trace_id})"
+            ) from exc
+
+    def _context(self, headers: dict[str, str] | None) -> Context:
+        return Context(
+            domain=self.name, bus=self.bus, state=self.state, blobs=self.blobs, headers=headers
+        )
+
+    def _operation_context(
+        self, headers: dict[str, str], progress: ProgressSink, op_id: str
+    ) -> Context:
+        return Context(
+            domain=self.name,
+            bus=self.bus,
+            state=self.state,
+            blobs=self.blobs,
+            headers=headers,
+            progress=progress,
+            operation_id=op_id,
+        )
+
+    async def blobs(self) -> Blobs:
+        if self._blobs is None:
+            self._blobs = await Blobs.open(self.bus.js, subjects.state_bucket(self.name))
+        return self._blobs
+
+    # -- serving durable commands -------------------------------------------------------
+
+    async def _handle_command(self, msg: Msg) -> None:
+        prefix = f"ccc.cmd.{self.name}."
+        op = msg.subject[len(prefix):]
+        headers = dict(msg.headers or {})
+        meta = msg.metadata
+        correlation_id = (
+            headers.get(subjects.CORRELATION_HEADER)
+            or headers.get(subjects.MSG_ID_HEADER)
+            or f"{self.name}-cmd-{meta.sequence.stream}"
+        )
+        headers.setdefault(subjects.MSG_ID_HEADER, correlation_id)
+        spec = self.specs.get(op)
+        with self._tracer.start_as_current_span(
+            f"command {msg.subject}", context=tracing.extract(headers), kind=SpanKind.CONSUMER
+        ) as span:
+            try:
+                if spec is None:
+                    raise NotFound(f"{self.name} has no endpoint {op!r}")
+                body, status = await self._execute(
+                    spec, msg.data, headers, span, correlation_id=correlation_id
+                )
+            except CCCError as exc:
+                if exc.status >= 500 and meta.num_delivered < self.settings.command_max_deliver:
+                    COMMANDS.labels(self.name, "retried").inc()
+                    await msg.nak(delay=min(30.0, 0.5 * 2**meta.num_delivered))
+                    return
+                await self._command_result(op, correlation_id, error=exc.problem())
+                COMMANDS.labels(self.name, "failed").inc()
+                await msg.ack()
+                return
+            if status != 202:  # an operation reports its own completion when it ends
+                await self._command_result(op, correlation_id, result=body)
+            COMMANDS.labels(self.name, "completed").inc()
+            await msg.ack()
+
+    async def _command_result(
+        self,
+        op: str,
+        correlation_id: str,
+        *,
+        result: bytes | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish the outcome durably, deduplicated by correlation id: a command
+        redelivered after a crash between publish and ack yields one result event."""
+        outcome = "failed" if error is not None else "completed"
+        head = b'{"correlation_id":' + json.dumps(correlation_id).encode()
+        if error is not None:
+            payload = head + b',"error":' + json.dumps(error, default=str).encode() + b"}"
+        else:
+            payload = head + b',"result":' + (result or b"null") + b"}"
+        await self.bus.publish_durable(
+            subjects.event_subject(self.name, f"{op}.{outcome}"),
+            payload,
+            msg_id=f"{self.name}:{correlation_id}:{outcome}",
+            headers={subjects.CORRELATION_HEADER: correlation_id},
+        )

@@ -1,0 +1,237 @@
+"""The edge: every HTTP request passes here before anything else.
+
+Order of checks: public path? → API key (401) → rate limit (429) → body size (413) →
+route from discovery (proxied to the bus without parsing the body) or a built-in
+FastAPI route. Each call is audited as ``ccc.evt.gateway.audit`` after the answer
+is sent, off the caller's latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Histogram
+
+from ccc.common import roles as role_rules
+from ccc.common import subjects, tracing
+from ccc.common.errors import (
+    ERROR_CODE_HEADER,
+    PROBLEM_CONTENT_TYPE,
+    CCCError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+
+from .http import Receive, Scope, Send, header, read_body, replay, respond, respond_problem
+from .keys import ApiKey
+from .routes import Route
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+# curl -d sends form-urlencoded and some clients text/plain for a JSON body; take those as
+# JSON too (the service validates it), and refuse what is surely not JSON (multipart, xml).
+JSON_LIKE = ("application/x-www-form-urlencoded", "text/plain")
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+HTTP_REQUESTS = Counter("ccc_gateway_requests_total", "HTTP requests", ["route", "status"])
+HTTP_LATENCY = Histogram(
+    "ccc_gateway_request_seconds",
+    "HTTP request latency at the edge",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class Edge:
+    def __init__(self, gateway: Gateway, app: Any) -> None:
+        self.gw = gateway
+        self.app = app
+        self.tracer = tracing.tracer("ccc.gateway")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        method, path = scope["method"], scope["path"]
+        parent = tracing.extract(_trace_headers(scope))
+        key: ApiKey | None = None
+        label = "unmatched"
+        with self.tracer.start_as_current_span(
+            f"{method} {path}", context=parent, kind=SpanKind.SERVER
+        ) as span:
+            trace_id = tracing.current_trace_id() or ""
+            trace_header = [(b"x-trace-id", trace_id.encode())]
+            try:
+                key = self._authenticate(scope)
+                wait = self.gw.limiter.take(key.id, key.rate_limit_rps)
+                if wait > 0:
+                    raise RateLimited(
+                        f"key {key.id} is over its rate limit; retry in {wait:.2f}s", retry_after=wait
+                    )
+                scope.setdefault("state", {})["principal"] = key
+                matched = self.gw.routes.match(method, path)
+                if matched is not None:
+                    route, params = matched
+                    label = f"{route.method} {route.path}"
+                    span.update_name(label)
+                    await self._proxy(scope, receive, tracked_send, route, params, key, trace_header)
+                else:
+                    gone = self.gw.routes.match_gone(method, path)
+                    if gone is not None:
+                        label = f"{gone.method} {gone.path}"
+                        raise Unavailable(f"service {gone.domain!r} has no live instance")
+                    body = b""
+                    if method not in ("GET", "HEAD", "DELETE"):
+                        body = await read_body(scope, receive, self.gw.settings.max_body_bytes)
+                    label = "builtin"
+                    await self.app(scope, replay(body), tracked_send)
+            except CCCError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.detail))
+                await respond_problem(tracked_send, exc, path, trace_header)
+            span.set_attribute("http.status_code", status)
+        elapsed = time.perf_counter() - started
+        HTTP_REQUESTS.labels(label, str(status)).inc()
+        HTTP_LATENCY.labels(label).observe(elapsed)
+        await self.gw.audit(
+            {
+                "key_id": key.id if key else None,
+                "method": method,
+                "route": label,
+                "path": path,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                "trace_id": trace_id,
+                "ts": time.time(),
+            }
+        )
+
+    def _authenticate(self, scope: Scope) -> ApiKey:
+        token = header(scope, b"x-api-key")
+        if token is None:
+            auth = header(scope, b"authorization")
+            if auth is not None and auth[:7].lower() == "bearer ":
+                token = auth[7:].strip()
+        if not token:
+            raise Unauthorized("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
+        key = self.gw.keys.verify(token)
+        if key is None:
+            raise Unauthorized("the API key is not valid (unknown or revoked)")
+        return key
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        params: dict[str, str],
+        key: ApiKey,
+        trace_header: list[tuple[bytes, bytes]],
+    ) -> None:
+        if not role_rules.allowed(key.roles, route.roles):
+            raise Forbidden(
+                f"{route.method} {route.path} needs one of the roles {sorted(route.roles)}; "
+                f"key {key.id} has {sorted(key.roles)}"
+            )
+        body = b""
+        if scope["method"] not in ("GET", "HEAD", "DELETE"):
+            body = await read_body(scope, receive, self.gw.settings.max_body_bytes)
+            if body:
+                content_type = (header(scope, b"content-type") or "application/json").lower()
+                if not content_type.startswith(JSON_LIKE) and "json" not in content_type:
+                    raise UnsupportedMediaType(
+                        f"content type {content_type!r} is not supported; send application/json"
+                    )
+        headers = {
+            subjects.CALLER_HEADER: key.id,
+            subjects.ROLES_HEADER: ",".join(key.roles),
+        }
+        merged = _query_params(scope)
+        merged.update(params)
+        if merged:
+            headers[subjects.PARAMS_HEADER] = json.dumps(merged)
+        tracing.inject(headers)
+        msg = await self._request(route, body, headers)
+        reply_headers = msg.headers or {}
+        code = reply_headers.get(ERROR_CODE_HEADER)
+        if code is not None:
+            status, content_type = int(code), PROBLEM_CONTENT_TYPE
+            trace.get_current_span().set_status(Status(StatusCode.ERROR))
+        else:
+            status = int(reply_headers.get(subjects.STATUS_HEADER, 200))
+            content_type = "application/json"
+        extra = list(trace_header)
+        if status == 202:
+            extra.append((b"location", f"/v1/operations/{_operation_id(msg.data)}".encode()))
+        await respond(send, status, msg.data, content_type, extra)
+
+    async def _request(self, route: Route, body: bytes, headers: dict[str, str]) -> Any:
+        """One retry on no-responders, so a draining instance's sibling takes over."""
+        for attempt in (1, 2):
+            try:
+                return await self.gw.nc.request(
+                    route.subject, body, timeout=route.timeout, headers=headers
+                )
+            except NoRespondersError:
+                if attempt == 2:
+                    raise Unavailable(f"service {route.domain!r} has no live instance") from None
+                await asyncio.sleep(self.gw.settings.no_responders_retry_delay)
+            except NatsTimeout:
+                raise Timeout(
+                    f"{route.domain}.{route.op} did not answer within {route.timeout}s"
+                ) from None
+        raise NotFound("unreachable")  # pragma: no cover
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    out = {}
+    for key, value in scope["headers"]:
+        if key in (b"traceparent", b"tracestate"):
+            out[key.decode()] = value.decode("latin-1")
+    return out
+
+
+def _query_params(scope: Scope) -> dict[str, Any]:
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    out: dict[str, Any] = {}
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        if name in out:
+            existing = out[name]
+            out[name] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            out[name] = value
+    return out
+
+
+def _operation_id(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("id", ""))
+    except (ValueError, AttributeError):
+        return ""

@@ -1,0 +1,98 @@
+"""The gateway's process state: one NATS connection, the key ring, the live route table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from ccc.common import subjects, tracing
+from ccc.common.bus import Bus, connect, ensure_streams
+from ccc.common.discovery import discover
+from ccc.common.state import StateStore
+
+from .keys import KeyRing, load_or_create_admin_key
+from .ratelimit import RateLimiter
+from .routes import RouteTable
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+AUDIT_SUBJECT = subjects.event_subject("gateway", "audit")
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.routes = RouteTable()
+        self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+        self.catalog_loaded = asyncio.Event()
+        self.admin_token = ""
+        self.admin_generated = False
+        self._refresh_now = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.nc: NATS
+        self.bus: Bus
+        self.keys: KeyRing
+
+    async def start(self) -> None:
+        tracing.setup_tracing("gateway", self.settings.otlp_endpoint)
+        self.nc = await connect(self.settings.nats_url, "ccc-gateway")
+        self.bus = Bus(self.nc, self.settings.request_timeout)
+        await ensure_streams(self.bus.js, self.settings.events_max_age_days)
+        state = await StateStore.open(self.bus.js, subjects.state_bucket("gateway"))
+        if self.settings.admin_key is not None:
+            self.admin_token = self.settings.admin_key.get_secret_value()
+        else:
+            self.admin_token, self.admin_generated = load_or_create_admin_key(self.settings.data_dir)
+        self.keys = KeyRing(state)
+        await self.keys.start(self.admin_token)
+        # A service starting or stopping triggers a refresh at once, not at the next tick.
+        await self.nc.subscribe("ccc.evt.*.service.*", cb=self._on_lifecycle)
+        await self.refresh()
+        self._tasks.append(asyncio.create_task(self._refresh_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.keys.stop()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    async def _on_lifecycle(self, _msg: Any) -> None:
+        self._refresh_now.set()
+
+    async def refresh(self) -> None:
+        services = await discover(self.nc, self.settings.discovery_window)
+        if self.routes.rebuild(services):
+            log.info(
+                "catalog changed: %s",
+                ", ".join(f"{s.name}×{len(s.instances)}" for s in services) or "(empty)",
+            )
+        self.catalog_loaded.set()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), self.settings.discovery_interval)
+            if self._refresh_now.is_set():
+                await asyncio.sleep(0.1)  # let a burst of lifecycle events settle
+                self._refresh_now.clear()
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("catalog refresh failed")
+
+    async def audit(self, record: dict[str, Any]) -> None:
+        """Fire-and-forget: the events stream stores it; the caller never waits on it."""
+        if self.nc.is_connected:
+            await self.nc.publish(AUDIT_SUBJECT, json.dumps(record).encode())
+
+    @property
+    def ready(self) -> bool:
+        return self.nc.is_connected and self.catalog_loaded.is_set()
