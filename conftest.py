@@ -1,0 +1,67 @@
+"""Session-wide fixtures: one real JetStream server for the whole test run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("CCC_LOG_JSON", "false")
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A fresh ``nats-server -js`` on a free port (tests never touch the machine's bus)."""
+    from ccc.common.testing import temporary_server
+
+    with temporary_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def gateway(nats_url: str) -> AsyncIterator[dict[str, str]]:
+    """The real gateway (uvicorn, in this event loop) on a free port, against ``nats_url``.
+
+    Yields ``{"url": ..., "admin_key": ...}``. Routes appear as services start; call
+    ``await refresh_catalog()`` (below) to see a new service at once.
+    """
+    import asyncio
+
+    import uvicorn
+    from ccc.common.natsserver import free_port
+    from ccc.gateway.app import create_app
+    from ccc.gateway.settings import GatewaySettings
+    from pydantic import SecretStr
+
+    port = free_port()
+    settings = GatewaySettings(
+        nats_url=nats_url,
+        gateway_port=port,
+        admin_key=SecretStr("test-admin-key"),
+        discovery_interval=0.5,
+        rate_limit_rps=10_000,
+        rate_limit_burst=10_000,
+    )
+    edge = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(edge, host="127.0.0.1", port=port, lifespan="on", log_config=None,
+                       access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    _GATEWAYS.append(edge.gw)
+    yield {"url": f"http://127.0.0.1:{port}", "admin_key": "test-admin-key"}
+    server.should_exit = True
+    await task
+
+
+_GATEWAYS: list[object] = []
+
+
+async def refresh_catalog() -> None:
+    """Make the test gateway re-read discovery now (a service just started or stopped)."""
+    for gw in _GATEWAYS:
+        await gw.refresh()  # type: ignore[attr-defined]
