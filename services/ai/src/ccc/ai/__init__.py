@@ -1,0 +1,1 @@
+"""The ai service: an OpenAI-compatible model gateway on the CCC bus."""
