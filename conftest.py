@@ -25,12 +25,13 @@ async def gateway(nats_url: str) -> AsyncIterator[dict[str, str]]:
     """The real gateway (uvicorn, in this event loop) on a free port, against ``nats_url``.
 
     Yields ``{"url": ..., "admin_key": ...}``. Routes appear as services start; call
-    ``await refresh_catalog()`` (below) to see a new service at once.
+    ``await ccc.common.testing.refresh_catalog()`` to see a new service at once.
     """
     import asyncio
 
     import uvicorn
     from ccc.common.natsserver import free_port
+    from ccc.common.testing import register_gateway
     from ccc.gateway.app import create_app
     from ccc.gateway.settings import GatewaySettings
     from pydantic import SecretStr
@@ -46,22 +47,18 @@ async def gateway(nats_url: str) -> AsyncIterator[dict[str, str]]:
     )
     edge = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(edge, host="127.0.0.1", port=port, lifespan="on", log_config=None,
-                       access_log=False)
+        uvicorn.Config(
+            edge, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
-    _GATEWAYS.append(edge.gw)
+    register_gateway(edge.gw)
     yield {"url": f"http://127.0.0.1:{port}", "admin_key": "test-admin-key"}
     server.should_exit = True
     await task
 
 
-_GATEWAYS: list[object] = []
-
-
-async def refresh_catalog() -> None:
-    """Make the test gateway re-read discovery now (a service just started or stopped)."""
-    for gw in _GATEWAYS:
-        await gw.refresh()  # type: ignore[attr-defined]
+# Older tests import it from here; new ones use ccc.common.testing.refresh_catalog.
+from ccc.common.testing import refresh_catalog  # noqa: E402,F401

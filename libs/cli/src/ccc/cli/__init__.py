@@ -1,0 +1,1 @@
+"""The ``ccc`` command."""

@@ -1,5 +1,6 @@
 """CCC common runtime: what every service and the gateway share, and nothing domain-specific."""
 
+from . import tracing
 from .bus import Bus
 from .context import Caller, Context
 from .errors import (
@@ -39,4 +40,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
+    "tracing",
 ]

@@ -145,7 +145,9 @@ class Bus:
         except NoRespondersError as exc:
             raise Unavailable(f"no service answers on {subject}") from exc
         except NatsTimeout as exc:
-            raise Timeout(f"{subject} did not answer within {timeout or self.default_timeout}s") from exc
+            raise Timeout(
+                f"{subject} did not answer within {timeout or self.default_timeout}s"
+            ) from exc
         error = error_from_reply(msg.headers, msg.data)
         if error is not None:
             raise error

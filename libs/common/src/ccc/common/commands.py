@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
@@ -21,8 +23,6 @@ from nats.js.client import JetStreamContext
 from . import subjects
 
 log = logging.getLogger(__name__)
-
-CommandHandler = Callable[[object], Awaitable[None]]
 
 
 class CommandConsumer:
@@ -34,7 +34,7 @@ class CommandConsumer:
         ack_wait: float,
         max_deliver: int,
         slots: asyncio.Semaphore,
-        handle: Callable[[object], Awaitable[None]],
+        handle: Callable[[Msg], Coroutine[Any, Any, None]],
     ) -> None:
         self.js = js
         self.domain = domain
@@ -65,7 +65,7 @@ class CommandConsumer:
             await self.slots.acquire()  # take a slot before pulling: no over-fetching
             try:
                 msgs = await self._sub.fetch(16, timeout=1.0)
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 self.slots.release()
                 continue
             except Exception:

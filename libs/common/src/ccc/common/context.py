@@ -85,12 +85,22 @@ class Context:
 
     @overload
     async def call(
-        self, target: str, request: Payload = None, *, response: type[M], timeout: float | None = None
+        self,
+        target: str,
+        request: Payload = None,
+        *,
+        response: type[M],
+        timeout: float | None = None,
     ) -> M: ...
 
     @overload
     async def call(
-        self, target: str, request: Payload = None, *, response: None = None, timeout: float | None = None
+        self,
+        target: str,
+        request: Payload = None,
+        *,
+        response: None = None,
+        timeout: float | None = None,
     ) -> Any: ...
 
     async def call(

@@ -17,7 +17,9 @@ from nats.aio.client import Client as NATS
 from pydantic import BaseModel, Field
 
 
-async def gather(nc: NATS, subject: str, window: float = 0.25, limit: float = 2.0) -> list[dict[str, Any]]:
+async def gather(
+    nc: NATS, subject: str, window: float = 0.25, limit: float = 2.0
+) -> list[dict[str, Any]]:
     """Every answer to ``subject`` until ``window`` seconds pass without a new one."""
     inbox = nc.new_inbox()
     answers: list[dict[str, Any]] = []
@@ -73,7 +75,9 @@ class ServiceSummary(BaseModel):
         return sum(e.errors for e in self.endpoints)
 
 
-async def discover(nc: NATS, window: float = 0.25, with_stats: bool = False) -> list[ServiceSummary]:
+async def discover(
+    nc: NATS, window: float = 0.25, with_stats: bool = False
+) -> list[ServiceSummary]:
     """The live catalog: one summary per service name, instances merged."""
     infos, stats = await asyncio.gather(
         gather(nc, "$SRV.INFO", window),

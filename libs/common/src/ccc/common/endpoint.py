@@ -17,11 +17,10 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import subjects
-from .roles import ROLES
 from .errors import BadRequest, Invalid
+from .roles import ROLES
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
-
 
 
 @dataclass

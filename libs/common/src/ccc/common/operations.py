@@ -122,7 +122,12 @@ class Operations:
     ) -> None:
         task = asyncio.create_task(self._run(spec, record.id, request, headers))
         self._tasks[record.id] = task
-        task.add_done_callback(lambda _t, op_id=record.id: self._forget(op_id))
+        op_id = record.id
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._forget(op_id)
+
+        task.add_done_callback(forget)
 
     def _forget(self, op_id: str) -> None:
         self._tasks.pop(op_id, None)
@@ -148,7 +153,9 @@ class Operations:
             await self._finish(op_id, "failed", error=exc.problem())
         except Exception as exc:
             log.exception("operation %s failed", op_id)
-            await self._finish(op_id, "failed", error=Internal(f"{type(exc).__name__}: {exc}").problem())
+            await self._finish(
+                op_id, "failed", error=Internal(f"{type(exc).__name__}: {exc}").problem()
+            )
         else:
             value = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
             await self._finish(op_id, "succeeded", result=value)
@@ -230,7 +237,11 @@ class Operations:
             if record.status in FINISHED:
                 raise Conflict(f"operation {op_id} already {record.status}")
             record = record.model_copy(
-                update={"status": "cancelled", "updated_at": _now(), "message": "cancelled by request"}
+                update={
+                    "status": "cancelled",
+                    "updated_at": _now(),
+                    "message": "cancelled by request",
+                }
             )
             try:
                 await self.state.update(key(op_id), record, entry.revision)
@@ -287,7 +298,9 @@ class Operations:
             self._track(claimed, revision)
             if spec is not None and spec.resumable:
                 log.info("resuming operation %s (attempt %d)", record.id, claimed.attempts)
-                await self._write(record.id, message=f"resumed after interruption (attempt {claimed.attempts})")
+                await self._write(
+                    record.id, message=f"resumed after interruption (attempt {claimed.attempts})"
+                )
                 await self._publish(self._records[record.id], "resumed")
                 request = spec.request_model.model_validate(record.request)
                 headers = {subjects.CALLER_HEADER: record.caller} if record.caller else {}
@@ -297,7 +310,9 @@ class Operations:
                     f"interrupted: the instance running it ({record.owner}) stopped, "
                     "and this operation cannot be resumed safely"
                 )
-                await self._finish(record.id, "failed", error=Internal(reason).problem(), message=reason)
+                await self._finish(
+                    record.id, "failed", error=Internal(reason).problem(), message=reason
+                )
                 self._forget(record.id)
 
     async def stop(self, timeout: float) -> None:

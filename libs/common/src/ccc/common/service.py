@@ -206,7 +206,7 @@ class Service:
             ack_wait=self.settings.command_ack_wait,
             max_deliver=self.settings.command_max_deliver,
             slots=self._slots,
-            handle=self._handle_command,  # type: ignore[arg-type]
+            handle=self._handle_command,
         )
         await self.commands.start()
         await self.operations.start_sweeper(self.specs)
@@ -251,11 +251,10 @@ class Service:
         setup_logging(self.name, self.settings.log_level, self.settings.log_json)
         try:
             import uvloop
-
-            runner = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-            runner = asyncio.run
-        runner(self._main())
+            asyncio.run(self._main())
+        else:
+            uvloop.run(self._main())
 
     async def _main(self) -> None:
         await self.start()
@@ -323,9 +322,7 @@ class Service:
         """Decode, authorise, run; every failure leaves as a typed error."""
         caller = Caller.from_headers(headers)
         if not caller.may(spec.roles):
-            raise Forbidden(
-                f"{self.name}.{spec.op} needs one of the roles {sorted(spec.roles)}"
-            )
+            raise Forbidden(f"{self.name}.{spec.op} needs one of the roles {sorted(spec.roles)}")
         request = spec.parse(data, headers)
         try:
             if spec.operation:
@@ -349,9 +346,7 @@ class Service:
             log.exception("%s.%s failed", self.name, spec.op)
             span.record_exception(exc)
             trace_id = tracing.current_trace_id()
-            raise Internal(
-                f"{self.name}.{spec.op} failed unexpectedly (trace {trace_id})"
-            ) from exc
+            raise Internal(f"{self.name}.{spec.op} failed unexpectedly (trace {trace_id})") from exc
 
     def _context(self, headers: dict[str, str] | None) -> Context:
         return Context(
@@ -380,7 +375,7 @@ class Service:
 
     async def _handle_command(self, msg: Msg) -> None:
         prefix = f"ccc.cmd.{self.name}."
-        op = msg.subject[len(prefix):]
+        op = msg.subject[len(prefix) :]
         headers = dict(msg.headers or {})
         meta = msg.metadata
         correlation_id = (

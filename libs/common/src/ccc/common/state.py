@@ -16,12 +16,14 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.errors import (
     BadRequestError,
-    BucketNotFoundError as BucketNotFound,
-    NoKeysError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoKeysError,
     NotFoundError,
     ObjectNotFoundError,
+)
+from nats.js.errors import (
+    BucketNotFoundError as BucketNotFound,
 )
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -96,7 +98,7 @@ class StateStore:
 
     async def keys(self, prefix: str = "") -> list[str]:
         try:
-            keys = await self.kv.keys(filters=[f"{prefix}>"] if prefix else None)
+            keys = await self.kv.keys(filters=[f"{prefix}>"] if prefix else [">"])
         except NoKeysError:
             return []
         # nats-server < 2.10 ignores the filter: apply it here as well.
@@ -146,4 +148,3 @@ def _dump(value: Any) -> bytes:
     if isinstance(value, BaseModel):
         return value.model_dump_json().encode()
     return json.dumps(value, default=str).encode()
-

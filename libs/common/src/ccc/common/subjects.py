@@ -56,7 +56,7 @@ def default_route(domain: str, op: str) -> tuple[str, str]:
 
 
 def parse_target(target: str) -> tuple[str, str]:
-    """``rag.search`` → (``rag``, ``search``); ``talos_k8s.cluster.create`` → (…, ``cluster.create``)."""
+    """``rag.search`` → (``rag``, ``search``); ``k.node.add`` → (``k``, ``node.add``)."""
     domain, _, op = target.partition(".")
     if not op:
         raise ValueError(f"target {target!r} must look like <domain>.<op>")

@@ -14,12 +14,34 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 from .natsserver import free_port, port_open, temporary_server
 from .service import Service
 from .settings import Settings
 
-__all__ = ["free_port", "running", "subprocess_service", "temporary_server", "wait_until"]
+__all__ = [
+    "free_port",
+    "refresh_catalog",
+    "register_gateway",
+    "running",
+    "subprocess_service",
+    "temporary_server",
+    "wait_until",
+]
+
+_gateways: list[Any] = []
+
+
+def register_gateway(gateway: Any) -> None:
+    """Remember an in-process gateway so tests can make it re-read discovery."""
+    _gateways.append(gateway)
+
+
+async def refresh_catalog() -> None:
+    """Make every test gateway re-read discovery now (a service just started or stopped)."""
+    for gateway in _gateways:
+        await gateway.refresh()
 
 
 @contextlib.asynccontextmanager
@@ -42,7 +64,10 @@ def subprocess_service(
     full_env = {**os.environ, **env}
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, *args], env=full_env, stdout=out, stderr=subprocess.STDOUT,
+        [sys.executable, *args],
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:

@@ -12,19 +12,18 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from ccc.common import roles as role_rules
 from ccc.common import subjects
 from ccc.common.contracts.operations import Operation, OperationPage
 from ccc.common.discovery import ServiceSummary
 from ccc.common.errors import PROBLEM_CONTENT_TYPE, CCCError, Forbidden, Invalid, NotFound
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import events, openapi
 from .edge import Edge
@@ -97,15 +96,28 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             detail = f"no route {request.method} {request.url.path}; see /openapi.json"
-        body = {"type": "about:blank", "title": detail, "status": exc.status_code, "detail": detail,
-                "instance": request.url.path}
-        return JSONResponse(body, exc.status_code, media_type=PROBLEM_CONTENT_TYPE,
-                            headers=getattr(exc, "headers", None))
+        body = {
+            "type": "about:blank",
+            "title": detail,
+            "status": exc.status_code,
+            "detail": detail,
+            "instance": request.url.path,
+        }
+        return JSONResponse(
+            body,
+            exc.status_code,
+            media_type=PROBLEM_CONTENT_TYPE,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         fields = [
-            {"loc": ".".join(str(p) for p in e["loc"][1:] or e["loc"]), "msg": e["msg"], "type": e["type"]}
+            {
+                "loc": ".".join(str(p) for p in e["loc"][1:] or e["loc"]),
+                "msg": e["msg"],
+                "type": e["type"],
+            }
             for e in exc.errors()
         ]
         if any(e["type"] == "json_invalid" for e in exc.errors()):
@@ -113,7 +125,9 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
 
             return await ccc_error(request, BadRequest("request body is not valid JSON"))
         where = ", ".join(f"{f['loc']}: {f['msg']}" for f in fields[:5])
-        return await ccc_error(request, Invalid(f"request does not match the schema: {where}", errors=fields))
+        return await ccc_error(
+            request, Invalid(f"request does not match the schema: {where}", errors=fields)
+        )
 
     # -- health and docs ----------------------------------------------------------------
 
@@ -157,7 +171,9 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
 
     # -- keys ----------------------------------------------------------------------------
 
-    @app.post("/v1/keys", status_code=201, tags=["gateway"], dependencies=[Depends(require("admin"))])
+    @app.post(
+        "/v1/keys", status_code=201, tags=["gateway"], dependencies=[Depends(require("admin"))]
+    )
     async def create_key(spec: KeyCreate) -> KeyCreated:
         """Issue an API key; the secret is in this answer only."""
         return await gw.keys.create(spec)
@@ -166,11 +182,17 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
     async def list_keys() -> list[KeyView]:
         return await gw.keys.list()
 
-    @app.delete("/v1/keys/{key_id}", status_code=204, tags=["gateway"],
-                dependencies=[Depends(require("admin"))])
+    @app.delete(
+        "/v1/keys/{key_id}",
+        status_code=204,
+        tags=["gateway"],
+        dependencies=[Depends(require("admin"))],
+    )
     async def revoke_key(key_id: str) -> Response:
         if key_id == "admin":
-            raise Forbidden("the admin key is set by CCC_ADMIN_KEY or .ccc/admin.key, not revoked here")
+            raise Forbidden(
+                "the admin key is set by CCC_ADMIN_KEY or .ccc/admin.key, not revoked here"
+            )
         if not await gw.keys.revoke(key_id):
             raise NotFound(f"key {key_id!r} does not exist")
         return Response(status_code=204)
@@ -186,12 +208,16 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         )
 
     @app.get("/v1/operations/{op_id}", tags=["gateway"], response_model=Operation)
-    async def get_operation(op_id: str, key: Annotated[ApiKey, Depends(require("reader"))]) -> Response:
+    async def get_operation(
+        op_id: str, key: Annotated[ApiKey, Depends(require("reader"))]
+    ) -> Response:
         """An operation's record: status, progress, result or error."""
         return Response(await operation_call(op_id, "get", key), media_type="application/json")
 
     @app.post("/v1/operations/{op_id}/cancel", tags=["gateway"], response_model=Operation)
-    async def cancel_operation(op_id: str, key: Annotated[ApiKey, Depends(require("operator"))]) -> Response:
+    async def cancel_operation(
+        op_id: str, key: Annotated[ApiKey, Depends(require("operator"))]
+    ) -> Response:
         return Response(await operation_call(op_id, "cancel", key), media_type="application/json")
 
     @app.get("/v1/operations", tags=["gateway"], response_model=OperationPage)
@@ -234,7 +260,9 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         if idempotency_key:
             headers[subjects.MSG_ID_HEADER] = idempotency_key
         ack = await gw.bus.js.publish(subject, body or b"null", headers=headers)
-        return Published(subject=subject, stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
+        return Published(
+            subject=subject, stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate)
+        )
 
     @app.get("/v1/events", tags=["gateway"], dependencies=[Depends(require("reader"))])
     async def tail_events(
@@ -252,4 +280,3 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         )
 
     return Edge(gw, app)
-

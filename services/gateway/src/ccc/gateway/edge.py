@@ -15,12 +15,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import Counter, Histogram
-
 from ccc.common import roles as role_rules
 from ccc.common import subjects, tracing
 from ccc.common.errors import (
@@ -35,8 +29,13 @@ from ccc.common.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Histogram
 
-from .http import Receive, Scope, Send, header, read_body, replay, respond, respond_problem
+from .http import Message, Receive, Scope, Send, header, read_body, replay, respond, respond_problem
 from .keys import ApiKey
 from .routes import Route
 
@@ -48,7 +47,9 @@ log = logging.getLogger(__name__)
 # curl -d sends form-urlencoded and some clients text/plain for a JSON body; take those as
 # JSON too (the service validates it), and refuse what is surely not JSON (multipart, xml).
 JSON_LIKE = ("application/x-www-form-urlencoded", "text/plain")
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+)
 HTTP_REQUESTS = Counter("ccc_gateway_requests_total", "HTTP requests", ["route", "status"])
 HTTP_LATENCY = Histogram(
     "ccc_gateway_request_seconds",
@@ -71,7 +72,7 @@ class Edge:
         started = time.perf_counter()
         status = 0
 
-        async def tracked_send(message: dict[str, Any]) -> None:
+        async def tracked_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -91,7 +92,8 @@ class Edge:
                 wait = self.gw.limiter.take(key.id, key.rate_limit_rps)
                 if wait > 0:
                     raise RateLimited(
-                        f"key {key.id} is over its rate limit; retry in {wait:.2f}s", retry_after=wait
+                        f"key {key.id} is over its rate limit; retry in {wait:.2f}s",
+                        retry_after=wait,
                     )
                 scope.setdefault("state", {})["principal"] = key
                 matched = self.gw.routes.match(method, path)
@@ -99,7 +101,9 @@ class Edge:
                     route, params = matched
                     label = f"{route.method} {route.path}"
                     span.update_name(label)
-                    await self._proxy(scope, receive, tracked_send, route, params, key, trace_header)
+                    await self._proxy(
+                        scope, receive, tracked_send, route, params, key, trace_header
+                    )
                 else:
                     gone = self.gw.routes.match_gone(method, path)
                     if gone is not None:
@@ -137,7 +141,9 @@ class Edge:
             if auth is not None and auth[:7].lower() == "bearer ":
                 token = auth[7:].strip()
         if not token:
-            raise Unauthorized("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
+            raise Unauthorized(
+                "an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'"
+            )
         key = self.gw.keys.verify(token)
         if key is None:
             raise Unauthorized("the API key is not valid (unknown or revoked)")

@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from ccc.common import subjects
+from ccc.common.errors import BadRequest, Invalid
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-
-from ccc.common import subjects
-from ccc.common.errors import BadRequest, Invalid
 
 SUBJECT = re.compile(r"^ccc\.(evt|cmd)(\.([a-z0-9_]+|\*))+(\.>)?$|^ccc\.(evt|cmd)\.>$")
 KEEPALIVE_SECONDS = 15.0
@@ -53,7 +52,10 @@ def check_json(body: bytes) -> None:
 def consumer_start(since: str | None, last_event_id: str | None) -> dict[str, Any]:
     """``since``: ``now`` (default), ``all``, a stream sequence, or an ISO 8601 time."""
     if last_event_id and last_event_id.isdigit():
-        return {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": int(last_event_id) + 1}
+        return {
+            "deliver_policy": DeliverPolicy.BY_START_SEQUENCE,
+            "opt_start_seq": int(last_event_id) + 1,
+        }
     if since in (None, "", "now"):
         return {"deliver_policy": DeliverPolicy.NEW}
     if since == "all":
@@ -72,7 +74,9 @@ def consumer_start(since: str | None, last_event_id: str | None) -> dict[str, An
     return {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
 
 
-async def sse_stream(js: JetStreamContext, subject: str, start: dict[str, Any]) -> AsyncIterator[bytes]:
+async def sse_stream(
+    js: JetStreamContext, subject: str, start: dict[str, Any]
+) -> AsyncIterator[bytes]:
     policy = start.pop("deliver_policy")
     sub = await js.subscribe(
         subject,

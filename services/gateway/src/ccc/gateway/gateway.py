@@ -8,14 +8,13 @@ import json
 import logging
 from typing import Any
 
-from nats.aio.client import Client as NATS
-
-from ccc.common import subjects, tracing
+from ccc.common import localsecrets, subjects, tracing
 from ccc.common.bus import Bus, connect, ensure_streams
 from ccc.common.discovery import discover
 from ccc.common.state import StateStore
+from nats.aio.client import Client as NATS
 
-from .keys import KeyRing, load_or_create_admin_key
+from .keys import KeyRing
 from .ratelimit import RateLimiter
 from .routes import RouteTable
 from .settings import GatewaySettings
@@ -47,7 +46,9 @@ class Gateway:
         if self.settings.admin_key is not None:
             self.admin_token = self.settings.admin_key.get_secret_value()
         else:
-            self.admin_token, self.admin_generated = load_or_create_admin_key(self.settings.data_dir)
+            self.admin_token, self.admin_generated = localsecrets.admin_key(self.settings.data_dir)
+            if self.admin_generated:
+                log.info("generated the admin key in %s/admin.key", self.settings.data_dir)
         self.keys = KeyRing(state)
         await self.keys.start(self.admin_token)
         # A service starting or stopping triggers a refresh at once, not at the next tick.
@@ -72,7 +73,7 @@ class Gateway:
         if self.routes.rebuild(services):
             log.info(
                 "catalog changed: %s",
-                ", ".join(f"{s.name}×{len(s.instances)}" for s in services) or "(empty)",
+                ", ".join(f"{s.name} x{len(s.instances)}" for s in services) or "(empty)",
             )
         self.catalog_loaded.set()
 

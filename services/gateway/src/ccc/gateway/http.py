@@ -79,11 +79,18 @@ async def respond_problem(
     headers = list(extra or [])
     if error.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(error.retry_after + 0.499))).encode()))
-    await respond(send, error.status, error.problem_bytes(instance=path), PROBLEM_CONTENT_TYPE, headers)
+    await respond(
+        send, error.status, error.problem_bytes(instance=path), PROBLEM_CONTENT_TYPE, headers
+    )
 
 
 def problem_json(status: int, title: str, detail: str, instance: str | None = None) -> bytes:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if instance:
         body["instance"] = instance
     return json.dumps(body).encode()

@@ -13,15 +13,12 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
-
-from pydantic import BaseModel, Field
 
 from ccc.common.roles import ROLES
 from ccc.common.state import StateStore
+from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 PREFIX = "apikey."
@@ -66,19 +63,6 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def load_or_create_admin_key(data_dir: Path) -> tuple[str, bool]:
-    """The admin key kept under ``.ccc/`` (owner-only), generated on first start."""
-    path = data_dir / "admin.key"
-    if path.exists():
-        return path.read_text().strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token = f"ccc_admin_{secrets.token_urlsafe(32)}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token, True
-
-
 class KeyRing:
     """Hashed keys in KV, mirrored in memory for the request path."""
 
@@ -119,7 +103,7 @@ class KeyRing:
                 await asyncio.sleep(1)
 
     def _apply(self, kv_key: str, value: bytes | None, operation: str | None) -> None:
-        key_id = kv_key[len(PREFIX):]
+        key_id = kv_key[len(PREFIX) :]
         for h, known in list(self._by_hash.items()):
             if known.id == key_id:
                 del self._by_hash[h]

@@ -21,7 +21,7 @@ def _hoist(schema: dict[str, Any], prefix: str, components: dict[str, Any]) -> d
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                node["$ref"] = f"#/components/schemas/{prefix}.{ref[len('#/$defs/'):]}"
+                node["$ref"] = f"#/components/schemas/{prefix}.{ref[len('#/$defs/') :]}"
             for value in node.values():
                 rewrite(value)
         elif isinstance(node, list):
@@ -31,7 +31,8 @@ def _hoist(schema: dict[str, Any], prefix: str, components: dict[str, Any]) -> d
 
     for name, definition in defs.items():
         components[f"{prefix}.{name}"] = rewrite(definition)
-    return rewrite(schema)
+    rewritten: dict[str, Any] = rewrite(schema)
+    return rewritten
 
 
 def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
         }
     if route.kind == "operation":
         op["responses"]["202"] = {
-            "description": "Accepted: an operation record; poll /v1/operations/{id} or follow events",
+            "description": "Accepted: an operation record; poll /v1/operations/{id}",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Operation"}}},
         }
     else:

@@ -25,7 +25,9 @@ class RateLimiter:
     def take(self, key: str, rate: float | None = None) -> float:
         """Spend one token; returns 0 when allowed, else seconds until the next token."""
         rate = rate or self.rate
-        burst = max(1.0, min(float(self.burst), rate * 2)) if rate < self.rate else float(self.burst)
+        burst = (
+            max(1.0, min(float(self.burst), rate * 2)) if rate < self.rate else float(self.burst)
+        )
         now = time.monotonic()
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -42,7 +42,10 @@ class Route:
 def _compile(path: str) -> re.Pattern[str] | None:
     if "{" not in path:
         return None
-    regex = PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
+    regex = PARAM.sub(
+        lambda m: f"(?P<{m.group(1)}>[^/]+)",
+        re.escape(path).replace(r"\{", "{").replace(r"\}", "}"),
+    )
     return re.compile(f"^{regex}$")
 
 
@@ -56,7 +59,9 @@ def routes_of(service: ServiceSummary) -> list[Route]:
         method, _, path = http.partition(" ")
         try:
             request_schema = json.loads(meta.get("request_schema") or "{}")
-            response_schema = json.loads(meta["response_schema"]) if "response_schema" in meta else None
+            response_schema = (
+                json.loads(meta["response_schema"]) if "response_schema" in meta else None
+            )
             timeout = float(meta.get("timeout") or 10)
         except ValueError:
             log.warning("endpoint %s of %s announces bad metadata; skipped", ep.name, service.name)
@@ -105,7 +110,9 @@ class RouteTable:
         before = set(self.static) | {(r.method, r.path) for r in self.templated}
         after = set(static) | {(r.method, r.path) for r in templated}
         for key in before - after:
-            old = self.static.get(key) or next(r for r in self.templated if (r.method, r.path) == key)
+            old = self.static.get(key) or next(
+                r for r in self.templated if (r.method, r.path) == key
+            )
             self.gone[key] = old
         for key in after:
             self.gone.pop(key, None)
@@ -139,7 +146,9 @@ class RouteTable:
 
     def allows_other_method(self, path: str) -> list[str]:
         methods = [m for (m, p) in self.static if p == path]
-        methods += [r.method for r in self.templated if r.pattern is not None and r.pattern.match(path)]
+        methods += [
+            r.method for r in self.templated if r.pattern is not None and r.pattern.match(path)
+        ]
         return sorted(set(methods))
 
     def all_routes(self) -> list[Route]:

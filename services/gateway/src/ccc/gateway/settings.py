@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
-
 from ccc.common.settings import Settings
+from pydantic import SecretStr
 
 
 class GatewaySettings(Settings):
