@@ -1,6 +1,6 @@
 """A test-only service exercising every door of the runtime; also runnable as a process:
 
-    python tests/integration/fleet_service.py <name>
+python tests/integration/fleet_service.py <name>
 """
 
 from __future__ import annotations
@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
-
-from pydantic import BaseModel, Field
 
 from ccc.common import Context, NotFound, Service, tracing
+from pydantic import BaseModel, Field
 
 
 class EchoIn(BaseModel):
@@ -74,6 +72,12 @@ def build(name: str) -> Service:
         await asyncio.sleep(req.seconds)
         return EchoOut(text="slept", instance=service.instance, trace_id=None)
 
+    @service.endpoint("pause", roles=("reader",))
+    async def pause(req: SleepIn, ctx: Context) -> EchoOut:
+        """Sleep within the default timeout: in-flight work for drain tests."""
+        await asyncio.sleep(req.seconds)
+        return EchoOut(text="paused", instance=service.instance, trace_id=None)
+
     @service.endpoint("admin_only", roles=("admin",))
     async def admin_only(req: EchoIn, ctx: Context) -> EchoOut:
         """Only for admins."""
@@ -89,8 +93,9 @@ def build(name: str) -> Service:
     @service.endpoint("count", roles=("operator",))
     async def count(req: CountIn, ctx: Context) -> CountOut:
         """Add one to a counter in KV (CAS), once per idempotency key."""
-        if req.crash_marker and not Path(req.crash_marker).exists():
-            Path(req.crash_marker).write_text("crashed once")
+        if req.crash_marker and not os.path.exists(req.crash_marker):  # noqa: ASYNC240
+            with open(req.crash_marker, "w") as marker:  # noqa: ASYNC230
+                marker.write("crashed once")
             os._exit(17)  # a crash mid-handler: no reply, no ack
         seen_key = f"seen.{_safe(ctx.idempotency_key)}" if ctx.idempotency_key else None
         if seen_key and await ctx.state.get(seen_key) is not None:

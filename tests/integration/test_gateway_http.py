@@ -6,10 +6,9 @@ import asyncio
 import json
 
 import httpx
-from fleet_service import build
-from fleet_http import client_with_role
-
 from ccc.common.testing import refresh_catalog, running
+from fleet_http import client_with_role
+from fleet_service import build
 
 PROBLEM = "application/problem+json"
 
@@ -57,7 +56,9 @@ async def test_bad_input_gets_clear_4xx(nats_url, admin, service_name):
         r = await admin.post(url, content=b"<x/>", headers={"content-type": "application/xml"})
         assert r.status_code == 415
 
-        r = await admin.post(url, content=b"x" * 1_100_000, headers={"content-type": "application/json"})
+        r = await admin.post(
+            url, content=b"x" * 1_100_000, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413
         assert r.headers["content-type"] == PROBLEM
 

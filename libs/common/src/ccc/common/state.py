@@ -7,7 +7,6 @@ places where two instances may write the same key; a lost race is a ``Conflict``
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +17,6 @@ from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
     NotFoundError,
     ObjectNotFoundError,
 )
@@ -32,8 +30,6 @@ from pydantic import BaseModel
 from .errors import Conflict
 
 M = TypeVar("M", bound=BaseModel)
-# nats-py warns on every filtered listing against a 2.9 server; we filter ourselves.
-logging.getLogger("nats.js.kv").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -97,12 +93,22 @@ class StateStore:
         await self.kv.delete(key)
 
     async def keys(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix`` (a dotted prefix like ``operation.``), filtered by the
+        server through a watch on ``<prefix>>``. (nats-py's ``keys(filters=...)``
+        matches substrings on the client after fetching every key.)"""
+        watcher = await self.kv.watch(
+            f"{prefix}>" if prefix else ">", ignore_deletes=True, meta_only=True
+        )
+        keys: list[str] = []
         try:
-            keys = await self.kv.keys(filters=[f"{prefix}>"] if prefix else [">"])
-        except NoKeysError:
-            return []
-        # nats-server < 2.10 ignores the filter: apply it here as well.
-        return sorted(k for k in keys if k.startswith(prefix))
+            async for entry in watcher:
+                if entry is None:  # the end of what exists now
+                    break
+                if entry.key.startswith(prefix):
+                    keys.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return sorted(keys)
 
     async def items(self, prefix: str = "") -> AsyncIterator[Entry]:
         for key in await self.keys(prefix):

@@ -109,11 +109,12 @@ class Edge:
                     if gone is not None:
                         label = f"{gone.method} {gone.path}"
                         raise Unavailable(f"service {gone.domain!r} has no live instance")
-                    body = b""
-                    if method not in ("GET", "HEAD", "DELETE"):
-                        body = await read_body(scope, receive, self.gw.settings.max_body_bytes)
                     label = "builtin"
-                    await self.app(scope, replay(body), tracked_send)
+                    if method in ("GET", "HEAD", "DELETE"):
+                        await self.app(scope, receive, tracked_send)
+                    else:
+                        body = await read_body(scope, receive, self.gw.settings.max_body_bytes)
+                        await self.app(scope, replay(body, receive), tracked_send)
             except CCCError as exc:
                 span.set_status(Status(StatusCode.ERROR, exc.detail))
                 await respond_problem(tracked_send, exc, path, trace_header)

@@ -42,18 +42,19 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def replay(body: bytes) -> Receive:
-    """A ``receive`` that hands an already-read body to the next ASGI app."""
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands an already-read body to the next ASGI app, then passes
+    through to the real one (so a streaming response still notices the disconnect)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replayed
 
 
 async def respond(
