@@ -1,0 +1,1 @@
+"""CCC database service."""

@@ -1,0 +1,32 @@
+"""Settings of the database service (``CCC_`` prefix, working local defaults).
+
+The runtime's ``Service.settings`` is the shared base class (tests replace it with a
+plain ``Settings``), so the database-only knobs live in their own object, read once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ccc.common.settings import Settings
+from pydantic import SecretStr
+
+
+class DatabaseSettings(Settings):
+    master_key: SecretStr | None = None
+    """Fernet key (or any passphrase, stretched) that encrypts credentials at rest.
+    Unset: one is generated under ``<data_dir>/master.key`` with mode 0600."""
+    schedule_interval: float = 30.0
+    """Seconds between two scheduler ticks; 0 turns the background scheduler off."""
+    metrics_interval: float = 60.0
+    """Seconds between two refreshes of the Prometheus gauges; 0 turns it off."""
+    connect_timeout: float = 5.0
+    """Seconds to reach a managed server before answering 503."""
+    tools_dir: Path | None = None
+    """Where pg_dump, pg_restore, mariadb-dump, mariadb, redis-cli, redis-server live;
+    unset means ``PATH``."""
+    scratch_dir: Path | None = None
+    """Temporary space for verification (Redis RDB loads); unset means the system's."""
+
+
+settings = DatabaseSettings()
