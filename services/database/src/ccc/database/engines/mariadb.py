@@ -77,7 +77,6 @@ def _defaults_file(t: Target, workdir: Path) -> Path:
     if t.password:
         escaped = t.password.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'password="{escaped}"')
-    lines.append(f"connect-timeout={max(1, int(settings.connect_timeout))}")
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -215,7 +214,8 @@ class MariaDB:
         try:
             with open(path, "rb") as dump:
                 await run(
-                    [binary("mariadb"), f"--defaults-extra-file={cnf}", "--batch", db],
+                    [binary("mariadb"), f"--defaults-extra-file={cnf}", "--batch",
+                 f"--connect-timeout={max(1, int(settings.connect_timeout))}", db],
                     {},
                     workdir,
                     stdin=dump,
