@@ -1,0 +1,3 @@
+from ccc.ai.service import service
+
+service.run()

@@ -1,0 +1,162 @@
+"""The OpenAI shapes the ai service speaks, as pydantic models.
+
+They belong in ``ccc.common.contracts.ai`` (RAG and agents call these endpoints through the
+bus); they live here until libs/common takes them. Every model allows extra fields: a
+request field we do not name (``tools``, ``response_format``, ``seed``, ...) is passed to
+the provider untouched, and a provider's extra answer fields reach the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``: any OpenAI chat parameter is accepted and passed on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, description="A model id, alias or group from GET /v1/models")
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+    def upstream_body(self, model: str) -> dict[str, Any]:
+        """The body for a provider: the caller's fields with the provider's model name."""
+        body = self.model_dump(exclude_none=True)
+        body["model"] = model
+        return body
+
+
+class ChatCompletion(BaseModel):
+    """A ``chat.completion`` object, as the provider answered it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class EmbeddingsRequest(BaseModel):
+    """``POST /v1/embeddings``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(default=DEFAULT_EMBEDDING_MODEL, min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, gt=0)
+    user: str | None = None
+
+    def texts(self) -> list[str] | None:
+        """The input as a list of strings, or None when it is token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, str) for item in self.input):
+            return [str(item) for item in self.input]
+        return None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: dict[str, int] = Field(default_factory=lambda: {"prompt_tokens": 0, "total_tokens": 0})
+
+
+class ModelsRequest(BaseModel):
+    """``GET /v1/models`` takes no parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ModelCard(BaseModel):
+    """An OpenAI ``model`` object plus where it is served and what it can do."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    providers: list[str] = Field(description="Providers that serve this model, in routing order")
+    capabilities: list[str] = Field(description="chat, embeddings")
+    kind: Literal["model", "alias", "group"] = "model"
+    description: str = ""
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Budget(BaseModel):
+    """A spending limit per API key; None means no limit of that kind."""
+
+    max_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+
+
+class BudgetSet(Budget):
+    key_id: str = Field(min_length=1)
+
+
+class UsageGet(BaseModel):
+    key_id: str = Field(min_length=1)
+
+
+class Usage(BaseModel):
+    """What one API key has spent, and its budget."""
+
+    key_id: str
+    usd: float = 0.0
+    tokens: int = 0
+    requests: int = 0
+    budget: Budget | None = None
+
+
+class UsageEvent(BaseModel):
+    """``ccc.evt.ai.usage``: one request's tokens and cost, published off the request path."""
+
+    key_id: str | None
+    model: str
+    provider: str
+    provider_model: str
+    capability: Literal["chat", "embeddings"]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    latency_ms: float
+    stream: bool = False
+    fallbacks: int = 0
+
+
+class StreamSummary(BaseModel):
+    """The reply to a streamed request, sent after its final frame."""
+
+    object: Literal["ccc.stream.summary"] = "ccc.stream.summary"
+    id: str
+    frames: int = Field(description="Frames published to the inbox, the final one included")
+    outcome: Literal["done", "error"]
+    provider: str | None = None
+    usage: dict[str, Any] | None = None

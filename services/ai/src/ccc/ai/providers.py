@@ -1,0 +1,325 @@
+"""Providers: where a model call really goes.
+
+- ``OpenAICompatible`` (kinds ``openai`` and ``ollama``): the body goes to the server as the
+  caller sent it, with the provider's model name, over one pooled httpx client. No
+  translation is needed, tools and unknown fields pass untouched, and a stream is read
+  line by line so a cut is seen (it never reaches ``data: [DONE]``).
+- ``LiteLLMProvider`` (kind ``litellm``): any provider litellm knows, translated by litellm,
+  with litellm's own retries off (the router falls back instead).
+- the built-in local models live in ``local_embeddings`` and ``local_chat``.
+
+Every failure is a ``ProviderError`` that says whether the next provider should be tried
+and whether this one should cool down; a stream that fails after its first chunk raises
+``StreamCut`` instead, since nothing can be retried then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from .config import AISettings, ProviderConfig
+
+Capability = str  # "chat" | "embeddings"
+
+
+class ProviderError(Exception):
+    """A provider could not serve a call.
+
+    ``fallback``: another provider may serve it (5xx, 429, timeouts, refused connections,
+    401/403/404 of this provider); otherwise the request itself is at fault (400, 422).
+    ``cool``: skip this provider for a while, on every instance.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        fallback: bool = True,
+        cool: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.fallback = fallback
+        self.cool = cool
+        self.retry_after = retry_after
+
+
+class StreamCut(ProviderError):
+    """A stream broke after chunks were already delivered."""
+
+
+def classify(status: int, message: str, retry_after: float | None = None) -> ProviderError:
+    if status == 429 or status == 408 or status >= 500:
+        return ProviderError(message, status=status, retry_after=retry_after)
+    if status in (401, 403, 404):
+        return ProviderError(message, status=status, cool=False)
+    return ProviderError(message, status=status, fallback=False, cool=False)
+
+
+class Provider:
+    """One configured provider: what it serves and how to call it."""
+
+    capabilities: frozenset[Capability] = frozenset({"chat", "embeddings"})
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.kind = config.kind
+
+    async def start(self) -> None:
+        """Load what the provider needs before the first call (may take seconds)."""
+
+    async def close(self) -> None:
+        """Release connections and models."""
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise ProviderError(f"{self.name} does not offer chat", fallback=True, cool=False)
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        raise ProviderError(f"{self.name} does not offer chat", fallback=True, cool=False)
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise ProviderError(f"{self.name} does not offer embeddings", fallback=True, cool=False)
+
+    async def list_models(self) -> list[str]:
+        """The provider's own model list (discovery); the static list by default."""
+        return list(self.config.models)
+
+    def description(self, model: str) -> str:
+        return ""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_text(response: httpx.Response, body: bytes) -> str:
+    try:
+        parsed = json.loads(body)
+        error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        message = error.get("message") if isinstance(error, dict) else None
+        text = str(message or error)
+    except ValueError:
+        text = body.decode(errors="replace")
+    return f"HTTP {response.status_code}: {' '.join(text.split())[:300]}"
+
+
+class OpenAICompatible(Provider):
+    """An OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, LM Studio, Ollama's /v1)."""
+
+    def __init__(self, config: ProviderConfig, settings: AISettings) -> None:
+        super().__init__(config)
+        assert config.base_url is not None
+        root = config.base_url.rstrip("/")
+        self.root = root
+        self.api_base = f"{root}/v1" if config.kind == "ollama" and not root.endswith("/v1") else root
+        timeout = config.timeout or settings.provider_timeout
+        self.idle_timeout = settings.stream_idle_timeout
+        headers = {"Accept": "application/json"}
+        secret = config.secret()
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        self.client = httpx.AsyncClient(
+            base_url=self.api_base,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.client.post(
+                path, content=json.dumps(body), headers={"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"{self.name} timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{self.name} unreachable: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            raise classify(
+                response.status_code,
+                f"{self.name}: {_error_text(response, response.content)}",
+                _retry_after(response),
+            )
+        try:
+            parsed = response.json()
+        except ValueError as exc:
+            raise ProviderError(f"{self.name} answered with invalid JSON", status=502) from exc
+        if not isinstance(parsed, dict):
+            raise ProviderError(f"{self.name} answered with a non-object", status=502)
+        return parsed
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("/chat/completions", body)
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("/embeddings", body)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        delivered = 0
+
+        def failure(message: str) -> ProviderError:
+            if delivered:
+                return StreamCut(f"{self.name} cut the stream after {delivered} chunks: {message}")
+            return ProviderError(f"{self.name}: {message}")
+
+        request = self.client.build_request(
+            "POST",
+            "/chat/completions",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"{self.name} timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{self.name} unreachable: {type(exc).__name__}: {exc}") from exc
+        try:
+            if response.status_code >= 400:
+                content = await response.aread()
+                raise classify(
+                    response.status_code,
+                    f"{self.name}: {_error_text(response, content)}",
+                    _retry_after(response),
+                )
+            lines = response.aiter_lines()
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout if delivered else None):
+                        line = await anext(lines)
+                except StopAsyncIteration:
+                    raise failure("the stream ended without [DONE]") from None
+                except TimeoutError:
+                    raise failure(f"no data for {self.idle_timeout}s") from None
+                except httpx.HTTPError as exc:
+                    raise failure(f"{type(exc).__name__}: {exc}") from exc
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, event names
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise failure("a chunk is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise failure("a chunk is not an object")
+                if "error" in chunk and "choices" not in chunk:
+                    raise failure(f"error event: {str(chunk['error'])[:300]}")
+                delivered += 1
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                await response.aclose()
+
+    async def list_models(self) -> list[str]:
+        try:
+            if self.kind == "ollama":
+                response = await self.client.get(f"{self.root}/api/tags")
+                response.raise_for_status()
+                return [m.get("name") or m["model"] for m in response.json().get("models", [])]
+            response = await self.client.get("/models")
+            response.raise_for_status()
+            return [m["id"] for m in response.json().get("data", [])]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProviderError(f"{self.name}: model list unavailable: {exc}") from exc
+
+
+def import_litellm() -> Any:
+    """litellm, imported without fetching its cost map from the internet (takes seconds)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = importlib.import_module("litellm")
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LiteLLMProvider(Provider):
+    """Any litellm model string (``anthropic/...``, ``bedrock/...``, ``openai/...``)."""
+
+    def __init__(self, config: ProviderConfig, settings: AISettings) -> None:
+        super().__init__(config)
+        self.timeout = config.timeout or settings.provider_timeout
+        self.idle_timeout = settings.stream_idle_timeout
+        self.litellm: Any = None
+
+    async def start(self) -> None:
+        if self.litellm is None:
+            self.litellm = await asyncio.to_thread(import_litellm)
+
+    def _params(self, body: dict[str, Any]) -> dict[str, Any]:
+        params = {**self.config.extra, **body, "timeout": self.timeout, "num_retries": 0}
+        params["max_retries"] = 0
+        if self.config.base_url:
+            params["api_base"] = self.config.base_url
+        secret = self.config.secret()
+        if secret:
+            params["api_key"] = secret
+        return params
+
+    def _error(self, exc: Exception, delivered: int = 0) -> ProviderError:
+        status = getattr(exc, "status_code", None)
+        message = f"{self.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if delivered:
+            return StreamCut(f"{self.name} cut the stream after {delivered} chunks: {message}")
+        if isinstance(status, int):
+            return classify(status, message)
+        return ProviderError(message)
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self.start()
+        try:
+            response = await self.litellm.acompletion(**self._params(body))
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return dict(response.model_dump(exclude_none=True))
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self.start()
+        try:
+            response = await self.litellm.aembedding(**self._params(body))
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return dict(response.model_dump(exclude_none=True))
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        await self.start()
+        delivered = 0
+        try:
+            response = await self.litellm.acompletion(**self._params({**body, "stream": True}))
+            chunks = response.__aiter__()
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout if delivered else self.timeout):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                delivered += 1
+                yield dict(chunk.model_dump(exclude_none=True))
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            raise self._error(exc, delivered) from exc
+        except Exception as exc:
+            raise self._error(exc, delivered) from exc

@@ -1,0 +1,343 @@
+"""The model gateway of one ai instance: providers, catalog, fallback, streaming, usage.
+
+One call goes: resolve the name → order its deployments (skipping providers in the shared
+cooldown) → try each once, at once falling to the next on a provider failure (no retry of
+the failing one: litellm's Router spends 4.7 s retrying before it falls back) → account
+the usage off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from ccc.common import BadRequest, CCCError, Invalid, NotFound, RateLimited, Unavailable
+from ccc.common.bus import Bus
+from ccc.common.state import StateStore
+
+from . import costs
+from .accounting import Accounting
+from .config import AIConfig, AISettings, ProviderConfig
+from .contracts import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelList,
+    StreamSummary,
+    UsageEvent,
+)
+from .discovery import Discovery
+from .local_models import LocalChatProvider, LocalEmbeddingsProvider, local_chat_available
+from .providers import LiteLLMProvider, OpenAICompatible, Provider, ProviderError
+from .routing import Catalog, Deployment, Resolved
+from .shared import Cooldowns
+from .streaming import StreamWriter
+
+log = logging.getLogger(__name__)
+Answer = dict[str, Any]
+
+
+def openai_error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    """The OpenAI ``error`` object, added to our problem body so OpenAI clients show it too."""
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+def build_providers(config: AIConfig, settings: AISettings, data_dir: Path) -> list[Provider]:
+    providers: list[Provider] = []
+    for item in config.providers:
+        providers.append(make_provider(item, settings, data_dir))
+    names = {p.name for p in providers}
+    if settings.local_embeddings and "local-embeddings" not in names:
+        providers.append(LocalEmbeddingsProvider())
+    if settings.local_chat and "local-chat" not in names and local_chat_available():
+        providers.append(LocalChatProvider(settings, data_dir))
+    return providers
+
+
+def make_provider(item: ProviderConfig, settings: AISettings, data_dir: Path) -> Provider:
+    if item.kind in ("openai", "ollama"):
+        return OpenAICompatible(item, settings)
+    if item.kind == "litellm":
+        return LiteLLMProvider(item, settings)
+    if item.kind == "local-embeddings":
+        return LocalEmbeddingsProvider()
+    return LocalChatProvider(settings, data_dir)
+
+
+class ModelGateway:
+    def __init__(
+        self,
+        *,
+        config: AIConfig,
+        settings: AISettings,
+        state: StateStore,
+        bus: Bus,
+        instance: str,
+        data_dir: Path,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.bus = bus
+        self.providers = build_providers(config, settings, data_dir)
+        self.catalog = Catalog(self.providers, config.models)
+        self.cooldowns = Cooldowns(state, instance)
+        self.accounting = Accounting(state, bus, config.budgets)
+        self.discovery = Discovery(self.catalog, settings.discovery_interval)
+
+    async def start(self) -> None:
+        await self.cooldowns.start()
+        await self.accounting.start()
+        # Load local models and litellm now, not on the first request; a provider that
+        # cannot load is logged and stays listed (its calls fail over).
+        results = await asyncio.gather(*(p.start() for p in self.providers), return_exceptions=True)
+        for provider, result in zip(self.providers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("provider %s did not start: %s", provider.name, result)
+        await self.discovery.start()
+
+    async def stop(self) -> None:
+        await self.discovery.stop()
+        await self.accounting.stop()
+        await self.cooldowns.stop()
+        for provider in self.providers:
+            try:
+                await provider.close()
+            except Exception:
+                log.exception("closing provider %s", provider.name)
+
+    # -- routing ---------------------------------------------------------------------
+
+    def resolve(self, name: str, capability: str) -> Resolved:
+        resolved = self.catalog.resolve(name)
+        if resolved is None or not resolved.deployments:
+            names = self.catalog.names()
+            detail = f"model {name!r} is not served here; GET /v1/models lists the {len(names)} that are"
+            raise NotFound(
+                detail,
+                extra={"model": name, "available": names[:50], **openai_error(detail, "model_not_found")},
+            )
+        able = [d for d in resolved.deployments if capability in d.provider.capabilities]
+        if not able:
+            providers = sorted({d.provider.name for d in resolved.deployments})
+            detail = (
+                f"model {name!r} does not offer {capability}: no provider of it does "
+                f"(providers: {', '.join(providers)})"
+            )
+            raise BadRequest(
+                detail,
+                extra={
+                    "model": name,
+                    "capability": capability,
+                    "providers": providers,
+                    **openai_error(detail, "unsupported_capability"),
+                },
+            )
+        resolved.deployments = able
+        return resolved
+
+    def candidates(self, resolved: Resolved) -> list[Deployment]:
+        ordered = self.catalog.order(resolved)
+        ready = [d for d in ordered if self.cooldowns.until(d.provider.name) is None]
+        if ready:
+            return ready
+        soonest = min(self.cooldowns.until(d.provider.name) or 0.0 for d in ordered)
+        wait = max(0.0, soonest - time.time())
+        detail = (
+            f"every provider of {resolved.name!r} is cooling down after failures "
+            f"({', '.join(sorted({d.provider.name for d in ordered}))}); retry in {wait:.1f}s"
+        )
+        raise Unavailable(
+            detail,
+            retry_after=wait,
+            extra={"model": resolved.name, "cooling": [d.provider.name for d in ordered]},
+        )
+
+    def failed(self, dep: Deployment, exc: ProviderError, tried: list[dict[str, Any]]) -> None:
+        """Note a failure; cool the provider down; raise at once if it is the caller's fault."""
+        tried.append({"provider": dep.provider.name, "model": dep.model, "status": exc.status,
+                      "error": exc.message})
+        if not exc.fallback:
+            cls = Invalid if exc.status == 422 else BadRequest
+            raise cls(exc.message, extra={"provider": dep.provider.name, "model": dep.model,
+                                          **openai_error(exc.message, "provider_rejected")})
+        if exc.cool:
+            seconds = exc.retry_after or dep.provider.config.cooldown_seconds or self.settings.cooldown_seconds
+            self.cooldowns.trip(dep.provider.name, seconds, exc.message)
+        log.warning("falling back from %s: %s", dep.key, exc.message)
+
+    @staticmethod
+    def exhausted(resolved: Resolved, capability: str, tried: list[dict[str, Any]]) -> CCCError:
+        summary = "; ".join(f"{t['provider']}: {t['error']}" for t in tried)
+        detail = f"no provider could serve {capability} for {resolved.name!r}: {summary}"
+        extra = {"model": resolved.name, "capability": capability, "tried": tried}
+        if tried and all(t["status"] == 429 for t in tried):
+            return RateLimited(detail, extra={**extra, **openai_error(detail, "rate_limited", "rate_limit_error")})
+        return Unavailable(detail, extra={**extra, **openai_error(detail, "providers_failed", "api_error")})
+
+    async def _call(
+        self,
+        resolved: Resolved,
+        capability: str,
+        call: Callable[[Deployment], Awaitable[Answer]],
+    ) -> tuple[Deployment, Answer, float, int]:
+        tried: list[dict[str, Any]] = []
+        for dep in self.candidates(resolved):
+            started = time.perf_counter()
+            try:
+                answer = await call(dep)
+            except ProviderError as exc:
+                self.failed(dep, exc, tried)
+                continue
+            elapsed = time.perf_counter() - started
+            self.catalog.latency.observe(dep.key, elapsed)
+            return dep, answer, elapsed, len(tried)
+        raise self.exhausted(resolved, capability, tried)
+
+    # -- usage -----------------------------------------------------------------------
+
+    def account(
+        self,
+        *,
+        key_id: str | None,
+        requested: str,
+        dep: Deployment,
+        capability: str,
+        usage: dict[str, Any] | None,
+        elapsed: float,
+        stream: bool = False,
+        fallbacks: int = 0,
+    ) -> None:
+        usage = usage or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        total = int(usage.get("total_tokens") or prompt + completion)
+        config = dep.provider.config
+        price = costs.cost(
+            dep.model, prompt, completion, (config.input_cost_per_token, config.output_cost_per_token)
+        )
+        self.accounting.record(
+            UsageEvent(
+                key_id=key_id,
+                model=requested,
+                provider=dep.provider.name,
+                provider_model=dep.model,
+                capability=capability,  # type: ignore[arg-type]
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=total,
+                cost_usd=price,
+                latency_ms=round(elapsed * 1000, 3),
+                stream=stream,
+                fallbacks=fallbacks,
+            )
+        )
+
+    # -- the calls ---------------------------------------------------------------------
+
+    async def chat(self, req: ChatCompletionRequest, key_id: str | None) -> ChatCompletion:
+        resolved = self.resolve(req.model, "chat")
+        self.accounting.check(key_id)
+        dep, answer, elapsed, fallbacks = await self._call(
+            resolved, "chat", lambda d: d.provider.chat(req.upstream_body(d.model))
+        )
+        self.account(key_id=key_id, requested=req.model, dep=dep, capability="chat",
+                     usage=answer.get("usage"), elapsed=elapsed, fallbacks=fallbacks)
+        return ChatCompletion.model_validate(answer)
+
+    async def embeddings(self, req: EmbeddingsRequest, key_id: str | None) -> EmbeddingsResponse:
+        resolved = self.resolve(req.model, "embeddings")
+        self.accounting.check(key_id)
+
+        def body(dep: Deployment) -> Answer:
+            out = req.model_dump(exclude_none=True)
+            out["model"] = dep.model
+            return out
+
+        dep, answer, elapsed, fallbacks = await self._call(
+            resolved, "embeddings", lambda d: d.provider.embeddings(body(d))
+        )
+        self.account(key_id=key_id, requested=req.model, dep=dep, capability="embeddings",
+                     usage=answer.get("usage"), elapsed=elapsed, fallbacks=fallbacks)
+        return EmbeddingsResponse.model_validate(answer)
+
+    def models(self) -> ModelList:
+        return ModelList(data=self.catalog.cards())
+
+    async def stream(
+        self, req: ChatCompletionRequest, key_id: str | None, nc: NATS, inbox: str
+    ) -> StreamSummary:
+        """Stream to ``inbox`` (see ``streaming``); fall back only before the first chunk."""
+        resolved = self.resolve(req.model, "chat")
+        self.accounting.check(key_id)
+        wants_usage = bool((req.stream_options or {}).get("include_usage"))
+        tried: list[dict[str, Any]] = []
+        for dep in self.candidates(resolved):
+            body = req.upstream_body(dep.model)
+            body["stream"] = True
+            if dep.provider.kind in ("openai", "ollama"):
+                # Ask for the usage chunk to account the call; the caller gets it only if asked.
+                body["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
+            started = time.perf_counter()
+            chunks = dep.provider.stream(body)
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                self.failed(dep, ProviderError(f"{dep.provider.name} sent an empty stream"), tried)
+                continue
+            except ProviderError as exc:
+                await chunks.aclose()
+                self.failed(dep, exc, tried)
+                continue
+            summary = await self._relay(req, dep, first, chunks, nc, inbox, wants_usage)
+            elapsed = time.perf_counter() - started
+            if summary.outcome == "done":
+                self.catalog.latency.observe(dep.key, elapsed)
+            self.account(key_id=key_id, requested=req.model, dep=dep, capability="chat",
+                         usage=summary.usage, elapsed=elapsed, stream=True, fallbacks=len(tried))
+            return summary
+        raise self.exhausted(resolved, "chat", tried)
+
+    async def _relay(
+        self,
+        req: ChatCompletionRequest,
+        dep: Deployment,
+        first: Answer,
+        chunks: AsyncIterator[Answer],
+        nc: NATS,
+        inbox: str,
+        wants_usage: bool,
+    ) -> StreamSummary:
+        writer = StreamWriter(nc, inbox, str(first.get("id") or f"chatcmpl-{uuid.uuid4().hex}"))
+        usage: dict[str, Any] | None = None
+        chunk: Answer | None = first
+        try:
+            while chunk is not None:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                if wants_usage or chunk.get("choices") or not chunk.get("usage"):
+                    await writer.chunk(chunk)
+                chunk = await anext(chunks, None)
+        except ProviderError as exc:
+            if exc.cool:
+                self.cooldowns.trip(dep.provider.name,
+                                    dep.provider.config.cooldown_seconds or self.settings.cooldown_seconds,
+                                    exc.message)
+            error = Unavailable(exc.message, extra={"provider": dep.provider.name, "model": dep.model,
+                                                    "frames_sent": writer.frames})
+            await writer.error(error)
+            log.warning("stream of %s broke: %s", dep.key, exc.message)
+            return StreamSummary(id=writer.stream_id, frames=writer.frames, outcome="error",
+                                 provider=dep.provider.name, usage=usage)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        await writer.done()
+        return StreamSummary(id=writer.stream_id, frames=writer.frames, outcome="done",
+                             provider=dep.provider.name, usage=usage)

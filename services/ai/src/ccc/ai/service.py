@@ -1,0 +1,111 @@
+"""The ai service's endpoints: OpenAI's paths on the bus, plus budgets and usage.
+
+``ccc.ai.chat`` is ``POST /v1/chat/completions``, ``ccc.ai.embeddings`` is
+``POST /v1/embeddings`` and ``ccc.ai.models`` is ``GET /v1/models``: the official openai
+client pointed at the gateway works unchanged. ``stream: true`` streams over the bus to
+the inbox named in ``Ccc-Stream-Inbox`` (see ``streaming``).
+"""
+
+from __future__ import annotations
+
+from ccc.common import Context, Forbidden, Invalid, Service
+
+from .config import AIConfig, AISettings, load_config
+from .contracts import (
+    Budget,
+    BudgetSet,
+    ChatCompletion,
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelList,
+    ModelsRequest,
+    StreamSummary,
+    Usage,
+    UsageGet,
+)
+from .runtime import ModelGateway
+from .streaming import INBOX_HEADER
+
+
+def build_service(config: AIConfig | None = None, settings: AISettings | None = None) -> Service:
+    """A new ai service; ``config`` defaults to the file at ``CCC_AI_CONFIG`` (read at start)."""
+    ai_settings = settings or AISettings()
+    service = Service(
+        "ai",
+        description="OpenAI-compatible model gateway: chat, embeddings and models over any "
+        "litellm provider, OpenAI-compatible server or Ollama, with local CPU models by default",
+    )
+    holder: dict[str, ModelGateway] = {}
+
+    def gateway() -> ModelGateway:
+        return holder["gateway"]
+
+    @service.on_startup
+    async def start(svc: Service) -> None:
+        gw = ModelGateway(
+            config=config if config is not None else load_config(ai_settings.config),
+            settings=ai_settings,
+            state=svc.state,
+            bus=svc.bus,
+            instance=svc.instance,
+            data_dir=svc.settings.data_dir,
+        )
+        await gw.start()
+        holder["gateway"] = gw
+
+    @service.on_shutdown
+    async def stop(svc: Service) -> None:
+        gw = holder.pop("gateway", None)
+        if gw is not None:
+            await gw.stop()
+
+    @service.endpoint(
+        "chat", http="POST /v1/chat/completions", roles=("reader",), timeout=ai_settings.request_timeout
+    )
+    async def chat(req: ChatCompletionRequest, ctx: Context) -> ChatCompletion | StreamSummary:
+        """Create a chat completion (OpenAI-compatible; tools and any other parameter are
+        passed to the provider). Falls back to the next provider of the model at once on
+        a provider failure. ``stream: true`` needs the ``Ccc-Stream-Inbox`` header (bus)."""
+        if req.stream:
+            inbox = ctx.headers.get(INBOX_HEADER)
+            if not inbox:
+                raise Invalid(
+                    "stream: true needs the Ccc-Stream-Inbox header naming the caller's inbox; "
+                    "over HTTP, the gateway does not relay streams yet: send stream: false",
+                    errors=[{"loc": "stream", "msg": "streaming needs a stream inbox", "type": "stream"}],
+                )
+            return await gateway().stream(req, ctx.caller.key_id, ctx.bus.nc, inbox)
+        return await gateway().chat(req, ctx.caller.key_id)
+
+    @service.endpoint("embeddings", http="POST /v1/embeddings", roles=("reader",), timeout=120.0)
+    async def embeddings(req: EmbeddingsRequest, ctx: Context) -> EmbeddingsResponse:
+        """Create embeddings (OpenAI-compatible). The default model, all-minilm-l6-v2, runs
+        on this machine's CPU (384 dimensions)."""
+        return await gateway().embeddings(req, ctx.caller.key_id)
+
+    @service.endpoint("models", http="GET /v1/models", roles=("reader",))
+    async def models(req: ModelsRequest, ctx: Context) -> ModelList:
+        """List the models served now: aliases and groups from the config, and every model
+        a provider serves (static or discovered), with the providers that serve each."""
+        return gateway().models()
+
+    @service.endpoint("budget.set", http="PUT /v1/ai/budgets/{key_id}", roles=("admin",))
+    async def budget_set(req: BudgetSet, ctx: Context) -> Usage:
+        """Set an API key's budget (USD and/or tokens); calls answer 429 once it is spent."""
+        gw = gateway()
+        await gw.accounting.set_budget(req.key_id, Budget(max_usd=req.max_usd, max_tokens=req.max_tokens))
+        return await gw.accounting.usage(req.key_id)
+
+    @service.endpoint("usage.get", http="GET /v1/ai/usage/{key_id}", roles=("reader",))
+    async def usage_get(req: UsageGet, ctx: Context) -> Usage:
+        """What an API key has spent and its budget; a key may read its own, an operator any."""
+        caller = ctx.caller
+        if caller.key_id != req.key_id and not caller.may(frozenset({"operator"})):
+            raise Forbidden(f"key {caller.key_id} may read only its own usage")
+        return await gateway().accounting.usage(req.key_id)
+
+    return service
+
+
+service = build_service()

@@ -1,0 +1,298 @@
+"""A protocol-faithful fake of an OpenAI-compatible model server (and Ollama's model list).
+
+Same paths, payloads and error shapes as OpenAI's API reference: ``GET /v1/models``,
+``POST /v1/chat/completions`` (JSON or SSE ``data:`` chunks ending in ``data: [DONE]``,
+usage chunk when ``stream_options.include_usage``; tool calls when ``tools`` are given),
+``POST /v1/embeddings`` (float or base64), errors as ``{"error": {...}}`` with 429's
+``Retry-After``; plus Ollama's ``GET /api/tags``. Behaviour is switched at run time:
+
+- ``healthy``: answers everything;
+- ``error500`` / ``error429``: every model call fails that way;
+- ``cut``: streams stop half-way, the connection dropped without ``[DONE]``.
+
+A plain ASGI app (no framework), served by uvicorn in the test's event loop or as its own
+process (``python tests/fakes/openai_compatible.py --port N``) for benchmarks. Tests only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import socket
+import struct
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+MODES = ("healthy", "error500", "error429", "cut")
+
+
+class FakeOpenAI:
+    def __init__(
+        self,
+        name: str = "fake",
+        models: list[str] | None = None,
+        *,
+        mode: str = "healthy",
+        api_key: str | None = None,
+        delay: float = 0.0,
+        chunks: int = 6,
+    ) -> None:
+        self.name = name
+        self.models = list(models or ["fake-model"])
+        self.mode = mode
+        self.api_key = api_key
+        self.delay = delay
+        self.chunks = chunks
+        self.hits: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+
+    @property
+    def calls(self) -> int:
+        """Model calls received (chat and embeddings), whatever their outcome."""
+        return self.hits["/v1/chat/completions"] + self.hits["/v1/embeddings"]
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        self.hits[path] += 1
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if self.api_key is not None and path.startswith("/v1/"):
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+            if auth != f"Bearer {self.api_key}":
+                await self._error(send, 401, "Incorrect API key provided.", "invalid_request_error",
+                                  "invalid_api_key")
+                return
+        if method == "GET" and path == "/v1/models":
+            await _json(send, 200, self._model_list())
+        elif method == "GET" and path == "/api/tags":
+            await _json(send, 200, self._tags())
+        elif method == "POST" and path in ("/v1/chat/completions", "/v1/embeddings"):
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                await self._error(send, 400, "We could not parse the JSON body of your request.",
+                                  "invalid_request_error", None)
+                return
+            self.bodies.append(request)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if await self._failing(send):
+                return
+            if request.get("model") not in self.models:
+                await self._error(send, 404, f"The model `{request.get('model')}` does not exist "
+                                  "or you do not have access to it.", "invalid_request_error",
+                                  "model_not_found")
+            elif path == "/v1/embeddings":
+                await _json(send, 200, self._embeddings(request))
+            elif request.get("stream"):
+                await self._stream(send, request)
+            else:
+                await _json(send, 200, self._completion(request))
+        else:
+            await self._error(send, 404, f"Unknown request URL: {method} {path}.",
+                              "invalid_request_error", "unknown_url")
+
+    async def _failing(self, send: Send) -> bool:
+        if self.mode == "error500":
+            await self._error(send, 500, "The server had an error while processing your request.",
+                              "server_error", None)
+            return True
+        if self.mode == "error429":
+            await self._error(send, 429, "Rate limit reached for requests.", "requests",
+                              "rate_limit_exceeded", headers=[(b"retry-after", b"2")])
+            return True
+        return False
+
+    async def _error(
+        self, send: Send, status: int, message: str, kind: str, code: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        await _json(send, status, body, headers)
+
+    # -- payloads -------------------------------------------------------------------------
+
+    def _model_list(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": self.name}
+                for m in self.models
+            ],
+        }
+
+    def _tags(self) -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": m,
+                    "model": m,
+                    "modified_at": "2026-11-01T10:00:00.000000000Z",
+                    "size": 1_000_000,
+                    "digest": hashlib.sha256(m.encode()).hexdigest(),
+                    "details": {"format": "gguf", "family": "fake", "parameter_size": "1M",
+                                "quantization_level": "Q4_K_M"},
+                }
+                for m in self.models
+            ]
+        }
+
+    def _words(self) -> list[str]:
+        return f"Hello from {self.name}, a fake model server answering.".split()
+
+    @staticmethod
+    def _prompt_tokens(request: dict[str, Any]) -> int:
+        return sum(len(str(m.get("content", "")).split()) for m in request.get("messages", [])) + 3
+
+    def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
+        words = self._words()
+        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words), "refusal": None}
+        finish = "stop"
+        if request.get("tools"):
+            tool = request["tools"][0]["function"]["name"]
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:24]}",
+                        "type": "function",
+                        "function": {"name": tool, "arguments": json.dumps({"from": self.name})},
+                    }
+                ],
+            }
+            finish = "tool_calls"
+        prompt = self._prompt_tokens(request)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request["model"],
+            "system_fingerprint": f"fp_{self.name}",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(words),
+                "total_tokens": prompt + len(words),
+            },
+        }
+
+    async def _stream(self, send: Send, request: dict[str, Any]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]})
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            body = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                    "model": request["model"], "system_fingerprint": f"fp_{self.name}",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+        words = self._words()[: self.chunks]
+        frames = [chunk({"role": "assistant", "content": ""})]
+        frames += [chunk({"content": (" " if i else "") + w}) for i, w in enumerate(words)]
+        frames.append(chunk({}, "stop"))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            prompt = self._prompt_tokens(request)
+            usage = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                     "model": request["model"], "choices": [],
+                     "usage": {"prompt_tokens": prompt, "completion_tokens": len(words),
+                               "total_tokens": prompt + len(words)}}
+            frames.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        if self.mode == "cut":
+            for frame in frames[: len(frames) // 2]:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                await asyncio.sleep(0.01)
+            # Drop the connection mid-stream, as a crashed or killed upstream does.
+            raise ConnectionAbortedError(f"{self.name} cuts the stream (test fake)")
+        for frame in frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    def _embeddings(self, request: dict[str, Any]) -> dict[str, Any]:
+        raw = request.get("input")
+        texts = [raw] if isinstance(raw, str) else list(raw or [])
+        data = []
+        for i, text in enumerate(texts):
+            digest = hashlib.sha256(str(text).encode()).digest()
+            vector = [b / 255.0 for b in digest[:8]]
+            if request.get("encoding_format") == "base64":
+                encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            else:
+                encoded = vector
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = sum(len(str(t).split()) for t in texts)
+        return {"object": "list", "data": data, "model": request["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+async def _json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FakeOpenAI, port: int | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 in this event loop; yields the base URL (no ``/v1``)."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
+                                           access_log=False, log_level="critical"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="fake")
+    parser.add_argument("--models", default="fake-model")
+    parser.add_argument("--mode", choices=MODES, default="healthy")
+    args = parser.parse_args()
+    import uvicorn
+
+    app = FakeOpenAI(args.name, args.models.split(","), mode=args.mode)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, lifespan="off", access_log=False,
+                log_level="warning", loop="uvloop", http="httptools")
+
+
+if __name__ == "__main__":
+    main()
