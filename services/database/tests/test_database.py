@@ -19,8 +19,6 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import NoPermissionError
-
 from ccc.common import BadRequest, Conflict, Invalid, Unavailable
 from ccc.common.natsserver import free_port
 from ccc.common.testing import running, wait_until
@@ -28,6 +26,7 @@ from ccc.database import schedules
 from ccc.database.registry import runtime
 from ccc.database.service import service
 from ccc.database.settings import settings
+from redis.exceptions import NoPermissionError
 
 RUN = uuid.uuid4().hex[:8]
 PG = {"engine": "postgres", "host": "127.0.0.1", "port": 5432, "admin_user": "postgres"}
@@ -40,8 +39,19 @@ def redis_port() -> Iterator[int]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
-             "--save", "", "--appendonly", "no"],  # fmt: skip
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                tmp,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -69,7 +79,9 @@ async def db(nats_url: str, redis_port: int) -> AsyncIterator[Any]:
 async def _drop_leftovers() -> None:
     conn = await asyncpg.connect(host="127.0.0.1", user="postgres", database="postgres")
     try:
-        for r in await conn.fetch("select datname from pg_database where datname like $1", f"%{RUN}%"):
+        for r in await conn.fetch(
+            "select datname from pg_database where datname like $1", f"%{RUN}%"
+        ):
             await conn.execute(f'drop database if exists "{r["datname"]}" with (force)')
         for r in await conn.fetch("select rolname from pg_roles where rolname like $1", f"%{RUN}%"):
             await conn.execute(f'drop role if exists "{r["rolname"]}"')
@@ -133,11 +145,15 @@ async def test_postgres_provision_backup_drop_restore_verify(db: Any) -> None:
         host="127.0.0.1", user=dbname, password=passwords[dbname], database=dbname
     )
     await owner.execute("create table items (id serial primary key, name text)")
-    await owner.execute("insert into items (name) select 'item ' || g from generate_series(1, 1500) g")
+    await owner.execute(
+        "insert into items (name) select 'item ' || g from generate_series(1, 1500) g"
+    )
     await owner.execute("create table tags (tag text)")
     await owner.execute("insert into tags values ('a'), ('b')")
     await owner.close()
-    ro = await asyncpg.connect(host="127.0.0.1", user=reader, password=passwords[reader], database=dbname)
+    ro = await asyncpg.connect(
+        host="127.0.0.1", user=reader, password=passwords[reader], database=dbname
+    )
     assert await ro.fetchval("select count(*) from items") == 1500
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await ro.execute("insert into items (name) values ('x')")
@@ -192,7 +208,9 @@ async def test_verify_catches_a_backup_that_does_not_hold_the_recorded_rows(db: 
     dbname = f"ledger_{RUN}"
     await call(db, "database.create", {"server": server, "name": dbname})
     admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database=dbname)
-    await admin.execute("create table entries (n int); insert into entries select generate_series(1, 50)")
+    await admin.execute(
+        "create table entries (n int); insert into entries select generate_series(1, 50)"
+    )
     await admin.close()
     op = await finish(db, await call(db, "backup.create", {"server": server, "database": dbname}))
     backup = op["result"]
@@ -298,8 +316,11 @@ async def test_bad_input_is_refused_before_anything_runs(db: Any) -> None:
         await call(db, "server.register", {"name": f"d{RUN}", **PG, "port": free_port()})
     assert await db.state.get(f"server.d{RUN}") is None
     with pytest.raises(Invalid):
-        await call(db, "schedule.create", {"name": "bad", "server": server, "database": "d",
-                                           "cron": "61 * * * *"})  # fmt: skip
+        await call(
+            db,
+            "schedule.create",
+            {"name": "bad", "server": server, "database": "d", "cron": "61 * * * *"},
+        )
 
 
 async def test_failed_backup_leaves_no_object_behind(db: Any, tmp_path: Path) -> None:
@@ -310,7 +331,9 @@ async def test_failed_backup_leaves_no_object_behind(db: Any, tmp_path: Path) ->
     tools.mkdir()
     settings.tools_dir = tools
     try:
-        op = await finish(db, await call(db, "backup.create", {"server": server, "database": dbname}))
+        op = await finish(
+            db, await call(db, "backup.create", {"server": server, "database": dbname})
+        )
         assert op["status"] == "failed" and op["error"]["status"] == 503
         assert "pg_dump" in op["error"]["detail"]
 
@@ -321,7 +344,9 @@ async def test_failed_backup_leaves_no_object_behind(db: Any, tmp_path: Path) ->
             "echo 'pg_dump: error: Dumping the contents of table failed' >&2\nexit 1\n"
         )
         script.chmod(0o755)
-        op = await finish(db, await call(db, "backup.create", {"server": server, "database": dbname}))
+        op = await finish(
+            db, await call(db, "backup.create", {"server": server, "database": dbname})
+        )
         assert op["status"] == "failed" and "Dumping the contents" in op["error"]["detail"]
     finally:
         settings.tools_dir = None
@@ -340,8 +365,17 @@ async def test_schedule_runs_on_the_clock_and_keeps_the_newest(db: Any) -> None:
     now = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
     runtime.clock = lambda: now
     try:
-        await call(db, "schedule.create", {"name": f"nightly{RUN}", "server": server,
-                   "database": dbname, "cron": "0 3 * * *", "retention": {"keep_last": 2}})  # fmt: skip
+        await call(
+            db,
+            "schedule.create",
+            {
+                "name": f"nightly{RUN}",
+                "server": server,
+                "database": dbname,
+                "cron": "0 3 * * *",
+                "retention": {"keep_last": 2},
+            },
+        )
         now = datetime(2030, 1, 1, 2, 59, tzinfo=UTC)
         assert await schedules.tick(db.state, db.bus) == []
         ids = []
@@ -361,8 +395,11 @@ async def test_schedule_runs_on_the_clock_and_keeps_the_newest(db: Any) -> None:
         assert mine["next_run"].startswith("2030-01-04T03:00")
 
         now = now + timedelta(days=10)
-        pruned = await call(db, "backup.prune", {"server": server, "database": dbname,
-                                                 "retention": {"keep_days": 5}})  # fmt: skip
+        pruned = await call(
+            db,
+            "backup.prune",
+            {"server": server, "database": dbname, "retention": {"keep_days": 5}},
+        )
         assert pruned == {"deleted": [ids[1]], "kept": [ids[2]]}
     finally:
         runtime.clock = lambda: datetime.now(UTC)
@@ -395,7 +432,9 @@ async def test_through_the_gateway(db: Any, gateway: dict[str, str]) -> None:
         assert r.headers["content-type"].startswith("application/problem+json")
         r = await http.post(f"/v1/database/servers/gw{RUN}/databases", json={"name": f"gw_{RUN}"})
         assert r.status_code == 200 and r.json()["created"] is True
-        r = await http.post("/v1/database/backups", json={"server": f"gw{RUN}", "database": f"gw_{RUN}"})
+        r = await http.post(
+            "/v1/database/backups", json={"server": f"gw{RUN}", "database": f"gw_{RUN}"}
+        )
         assert r.status_code == 202, r.text
         location = r.headers["location"]
 

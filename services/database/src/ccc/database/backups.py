@@ -39,6 +39,8 @@ from .registry import resolve, runtime
 from .settings import settings
 from .tools import HashingReader, HashingWriter, Process, ToolFailed, tool_error
 
+Downloaded = tuple[Path, str, int]
+
 
 def backup_key(backup_id: str) -> str:
     return f"backup.{backup_id}"
@@ -84,7 +86,7 @@ async def create_backup(req: CreateBackup, ctx: Context) -> BackupView:
     backup = BackupView(
         id=backup_id,
         server=req.server,
-        engine=engine.name,  # type: ignore[arg-type]
+        engine=engine.name,
         database=database,
         status="running",
         format=engine.dump_format,
@@ -176,17 +178,17 @@ async def _report(ctx: Context, reader: HashingReader) -> None:
 
 
 @contextlib.asynccontextmanager
-async def downloaded(
-    blobs: Blobs, backup: BackupView, tmp: Path
-) -> AsyncIterator[tuple[Path, str, int]]:
+async def downloaded(blobs: Blobs, backup: BackupView, tmp: Path) -> AsyncIterator[Downloaded]:
     """The backup's object in a private file, with the SHA-256 and size actually read."""
     path = tmp / "backup.bin"
-    with open(path, "wb") as f:
+    f = await asyncio.to_thread(path.open, "wb")
+    try:
         writer = HashingWriter(f)
-        try:
-            await blobs.store.get(backup.object, writeinto=writer)  # type: ignore[arg-type]
-        except ObjectNotFoundError as exc:
-            raise NotFound(f"the object of backup {backup.id} is missing from the store") from exc
+        await blobs.store.get(backup.object, writeinto=writer)  # type: ignore[arg-type]
+    except ObjectNotFoundError as exc:
+        raise NotFound(f"the object of backup {backup.id} is missing from the store") from exc
+    finally:
+        f.close()
     yield path, writer.sha256.hexdigest(), writer.size
 
 
@@ -206,7 +208,7 @@ async def restore_backup(req: RestoreBackup, ctx: Context) -> RestoreResult:
             if sha != backup.sha256 or size != backup.size_bytes:
                 raise Conflict(
                     f"backup {backup.id} is corrupt: SHA-256 {sha} ({size} bytes) does not match "
-                    f"the recorded {backup.sha256} ({backup.size_bytes} bytes); nothing was restored"
+                    f"the recorded {backup.sha256} ({backup.size_bytes} bytes); nothing restored"
                 )
             created = False
             if database is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -211,11 +212,17 @@ class MariaDB:
 
     async def _load(self, t: Target, db: str, path: Path, workdir: Path) -> None:
         cnf = _defaults_file(t, workdir)
+        dump = await asyncio.to_thread(path.open, "rb")
         try:
-            with open(path, "rb") as dump:
+            with dump:
                 await run(
-                    [binary("mariadb"), f"--defaults-extra-file={cnf}", "--batch",
-                 f"--connect-timeout={max(1, int(settings.connect_timeout))}", db],
+                    [
+                        binary("mariadb"),
+                        f"--defaults-extra-file={cnf}",
+                        "--batch",
+                        f"--connect-timeout={max(1, int(settings.connect_timeout))}",
+                        db,
+                    ],
                     {},
                     workdir,
                     stdin=dump,
@@ -247,7 +254,7 @@ class MariaDB:
                     conn,
                     "show global variables where variable_name in "
                     "('max_connections', 'performance_schema')",
-                )  # fmt: skip
+                )
             )
             sizes = [
                 DatabaseSize(name=r[0], size_bytes=int(r[1] or 0))

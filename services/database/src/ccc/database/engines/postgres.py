@@ -168,16 +168,18 @@ class Postgres:
         compares the backup with exactly the state it holds."""
         assert db is not None
         argv = [binary("pg_dump"), "-Fc", *_conn_args(t, db)]
-        async with connect(t, db) as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                snapshot = await conn.fetchval("select pg_export_snapshot()")
-                counts = await _count_rows(conn)
-                yield DumpPlan(
-                    argv=[*argv, f"--snapshot={snapshot}"],
-                    env=_env(t),
-                    row_counts=counts,
-                    format=self.dump_format,
-                )
+        async with (
+            connect(t, db) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            snapshot = await conn.fetchval("select pg_export_snapshot()")
+            counts = await _count_rows(conn)
+            yield DumpPlan(
+                argv=[*argv, f"--snapshot={snapshot}"],
+                env=_env(t),
+                row_counts=counts,
+                format=self.dump_format,
+            )
 
     async def restore(
         self, t: Target, db: str | None, path: Path, workdir: Path, owner: str | None, replace: bool
@@ -277,12 +279,13 @@ def _grant_sql(owner: str, g: Grant) -> str:
     user, own = quote_ident(g.user), quote_ident(owner)
     privs = "select" if g.access == "read" else "select, insert, update, delete"
     seq = "select" if g.access == "read" else "usage, select, update"
+    default = f"alter default privileges for role {own} in schema public grant"
     return (
         f"grant usage on schema public to {user};"
         f"grant {privs} on all tables in schema public to {user};"
         f"grant {seq} on all sequences in schema public to {user};"
-        f"alter default privileges for role {own} in schema public grant {privs} on tables to {user};"
-        f"alter default privileges for role {own} in schema public grant {seq} on sequences to {user};"
+        f"{default} {privs} on tables to {user};"
+        f"{default} {seq} on sequences to {user};"
     )
 
 

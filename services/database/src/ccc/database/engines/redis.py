@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -30,10 +29,15 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from ..models import Credential, DatabaseSize, Grant, Health, Performance, SlowQuery
 from ..settings import settings
-from ..tools import binary
+from ..tools import Process, binary
 from .base import DumpPlan, Target, generate_password
 
 KEYSPACE = re.compile(r"^db(\d+)$")
+
+
+async def command(r: aioredis.Redis, *args: str | int) -> Any:
+    """``execute_command`` with a type: redis-py leaves it untyped."""
+    return await r.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def client(t: Target, db: int = 0) -> aioredis.Redis:
@@ -112,7 +116,7 @@ class Redis:
 
     async def user_exists(self, t: Target, name: str) -> bool:
         async with connect(t) as r:
-            return await r.execute_command("ACL", "GETUSER", name) is not None
+            return await command(r, "ACL", "GETUSER", name) is not None
 
     async def create_user(
         self, t: Target, name: str, key_patterns: list[str], commands: list[str]
@@ -121,7 +125,7 @@ class Redis:
         rules = ["reset", "on", f">{password}", *(f"~{p}" for p in key_patterns), *commands]
         async with connect(t) as r:
             try:
-                await r.execute_command("ACL", "SETUSER", name, *rules)
+                await command(r, "ACL", "SETUSER", name, *rules)
             except ResponseError as exc:
                 raise Invalid(f"Redis rejected the ACL rules: {exc}") from exc
             await _persist_acl(r)
@@ -129,7 +133,7 @@ class Redis:
 
     async def drop_user(self, t: Target, name: str) -> None:
         async with connect(t) as r:
-            await r.execute_command("ACL", "DELUSER", name)
+            await command(r, "ACL", "DELUSER", name)
             await _persist_acl(r)
 
     async def row_counts(self, t: Target, db: str | None) -> dict[str, int]:
@@ -154,8 +158,8 @@ class Redis:
             info = _keyspace(await source.info("keyspace"))
             for name in info:
                 index = int(name[2:])
-                await source.select(index)  # type: ignore[attr-defined]
-                await target.execute_command("SELECT", index)
+                await command(source, "SELECT", index)
+                await command(target, "SELECT", index)
                 async for key in source.scan_iter(count=500):
                     data = await source.dump(key)
                     ttl = await source.pttl(key)
@@ -185,7 +189,7 @@ class Redis:
             server=t.server,
             engine="redis",
             connections=int(info.get("connected_clients", 0)),
-            max_connections=int(maxclients.get("maxclients", 0)) or None,
+            max_connections=int(maxclients.get("maxclients") or 0) or None,
             cache_hit_ratio=round(hits / (hits + misses), 6) if hits + misses else None,
             sizes=[DatabaseSize(name="memory", size_bytes=int(info.get("used_memory", 0)))],
             slow_queries=[
@@ -214,7 +218,7 @@ class Redis:
 async def _persist_acl(r: aioredis.Redis) -> None:
     """Write the ACL file when the server has one; otherwise users live until restart."""
     with contextlib.suppress(ResponseError):
-        await r.execute_command("ACL", "SAVE")
+        await command(r, "ACL", "SAVE")
 
 
 @contextlib.asynccontextmanager
@@ -222,36 +226,20 @@ async def _loaded(path: Path, workdir: Path) -> AsyncIterator[aioredis.Redis]:
     """A private redis-server on loopback serving the RDB file, stopped afterwards."""
     port = free_port()
     rdb_dir = workdir / f"redis-{port}"
-    rdb_dir.mkdir()
-    (rdb_dir / "dump.rdb").symlink_to(path.resolve())
-    proc = subprocess.Popen(
-        [
-            binary("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(rdb_dir),
-            "--dbfilename",
-            "dump.rdb",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log_file = rdb_dir / "redis.log"
+    await asyncio.to_thread(rdb_dir.mkdir)
+    source = await asyncio.to_thread(path.resolve)
+    await asyncio.to_thread((rdb_dir / "dump.rdb").symlink_to, source)
+    argv = [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(rdb_dir), "--dbfilename", "dump.rdb", "--save", "",
+            "--appendonly", "no", "--logfile", str(log_file)]  # fmt: skip
+    proc = Process(argv, {}, workdir=rdb_dir)
     r = aioredis.Redis(host="127.0.0.1", port=port)
     try:
         deadline = time.monotonic() + 60
         while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace")[-1500:] if proc.stdout else ""
+            if proc.proc.poll() is not None:
+                out = log_file.read_text(errors="replace")[-1500:] if log_file.exists() else ""
                 raise Internal(f"redis-server could not load the RDB file: {out}")
             try:
                 if (await r.info("persistence")).get("loading") == 0:
@@ -264,5 +252,4 @@ async def _loaded(path: Path, workdir: Path) -> AsyncIterator[aioredis.Redis]:
         yield r
     finally:
         await r.aclose()
-        proc.kill()
-        proc.wait()
+        proc.close()
