@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
+def openai_error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    """OpenAI's ``error`` object, added beside our problem fields so OpenAI clients show it."""
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions``: any OpenAI chat parameter is accepted and passed on."""
 

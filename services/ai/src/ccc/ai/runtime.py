@@ -33,6 +33,7 @@ from .contracts import (
     ModelList,
     StreamSummary,
     UsageEvent,
+    openai_error,
 )
 from .discovery import Discovery
 from .local_models import LocalChatProvider, LocalEmbeddingsProvider, local_chat_available
@@ -43,11 +44,6 @@ from .streaming import StreamWriter
 
 log = logging.getLogger(__name__)
 Answer = dict[str, Any]
-
-
-def openai_error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
-    """The OpenAI ``error`` object, added to our problem body so OpenAI clients show it too."""
-    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
 
 
 def build_providers(config: AIConfig, settings: AISettings, data_dir: Path) -> list[Provider]:

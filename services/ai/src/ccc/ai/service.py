@@ -8,7 +8,7 @@ the inbox named in ``Ccc-Stream-Inbox`` (see ``streaming``).
 
 from __future__ import annotations
 
-from ccc.common import Context, Forbidden, Invalid, Service
+from ccc.common import Context, Forbidden, Invalid, Service, Unavailable
 
 from .config import AIConfig, AISettings, load_config
 from .contracts import (
@@ -23,23 +23,31 @@ from .contracts import (
     StreamSummary,
     Usage,
     UsageGet,
+    openai_error,
 )
 from .runtime import ModelGateway
 from .streaming import INBOX_HEADER
 
 
-def build_service(config: AIConfig | None = None, settings: AISettings | None = None) -> Service:
+class AIService(Service):
+    """The ai service; ``ai`` is this instance's running model gateway."""
+
+    ai: ModelGateway | None = None
+
+
+def build_service(config: AIConfig | None = None, settings: AISettings | None = None) -> AIService:
     """A new ai service; ``config`` defaults to the file at ``CCC_AI_CONFIG`` (read at start)."""
     ai_settings = settings or AISettings()
-    service = Service(
+    service = AIService(
         "ai",
         description="OpenAI-compatible model gateway: chat, embeddings and models over any "
         "litellm provider, OpenAI-compatible server or Ollama, with local CPU models by default",
     )
-    holder: dict[str, ModelGateway] = {}
 
     def gateway() -> ModelGateway:
-        return holder["gateway"]
+        if service.ai is None:
+            raise Unavailable("the ai service is starting")
+        return service.ai
 
     @service.on_startup
     async def start(svc: Service) -> None:
@@ -52,11 +60,11 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
             data_dir=svc.settings.data_dir,
         )
         await gw.start()
-        holder["gateway"] = gw
+        service.ai = gw
 
     @service.on_shutdown
     async def stop(svc: Service) -> None:
-        gw = holder.pop("gateway", None)
+        gw, service.ai = service.ai, None
         if gw is not None:
             await gw.stop()
 
@@ -70,10 +78,14 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
         if req.stream:
             inbox = ctx.headers.get(INBOX_HEADER)
             if not inbox:
-                raise Invalid(
+                detail = (
                     "stream: true needs the Ccc-Stream-Inbox header naming the caller's inbox; "
-                    "over HTTP, the gateway does not relay streams yet: send stream: false",
+                    "over HTTP, the gateway does not relay streams yet: send stream: false"
+                )
+                raise Invalid(
+                    detail,
                     errors=[{"loc": "stream", "msg": "streaming needs a stream inbox", "type": "stream"}],
+                    extra=openai_error(detail, "stream_unsupported"),
                 )
             return await gateway().stream(req, ctx.caller.key_id, ctx.bus.nc, inbox)
         return await gateway().chat(req, ctx.caller.key_id)

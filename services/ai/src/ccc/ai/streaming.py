@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from ccc.common import CCCError, Unavailable
 from ccc.common.bus import Bus
@@ -89,7 +90,14 @@ async def read_stream(
     without a final frame. For bus callers (RAG, agents) and the gateway's SSE relay.
     """
     inbox = bus.nc.new_inbox()
-    sub = await bus.nc.subscribe(inbox)
+    frames: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def arrived(msg: Msg) -> None:
+        frames.put_nowait(msg)
+
+    # A callback into our own queue: waiting on it can be cancelled without losing a frame
+    # (cancelling nats-py's next_msg can drop the message it was about to return).
+    sub = await bus.nc.subscribe(inbox, cb=arrived)
     hdrs = {**(headers or {}), INBOX_HEADER: inbox}
     reply = asyncio.create_task(
         bus.request_raw(subject, json.dumps({**body, "stream": True}).encode(), timeout, hdrs)
@@ -97,24 +105,27 @@ async def read_stream(
     expected = 0
     try:
         while True:
-            frame = asyncio.ensure_future(sub.next_msg(timeout=idle_timeout))
-            done, _ = await asyncio.wait({frame, reply}, return_when=asyncio.FIRST_COMPLETED)
-            if frame not in done:
-                frame.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await frame
-                # The reply came first: an error reply (raised here), or a summary whose
-                # frames are still in flight; a short grace covers the latter.
-                reply.result()
-                try:
-                    msg = await sub.next_msg(timeout=1.0)
-                except Exception as exc:
-                    raise StreamBroken("the stream ended without its final frame") from exc
+            if frames.empty():
+                waiting = asyncio.create_task(frames.get())
+                watch: set[asyncio.Future[Any]] = {waiting} if reply.done() else {waiting, reply}
+                done, _ = await asyncio.wait(
+                    watch,
+                    timeout=1.0 if reply.done() else idle_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if waiting not in done:
+                    waiting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiting
+                    if reply.done():
+                        reply.result()  # an error reply: the stream never started
+                        if not done:  # a summary came, then a second of silence
+                            raise StreamBroken("the stream ended without its final frame")
+                        continue  # the summary came first: its frames are still in flight
+                    raise StreamBroken(f"no stream frame for {idle_timeout}s")
+                msg = waiting.result()
             else:
-                try:
-                    msg = frame.result()
-                except Exception as exc:
-                    raise StreamBroken(f"no stream frame for {idle_timeout}s") from exc
+                msg = frames.get_nowait()
             hdrs_in = msg.headers or {}
             seq = int(hdrs_in.get(SEQ_HEADER, -1))
             if seq != expected:
