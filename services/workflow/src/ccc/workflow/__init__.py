@@ -1,0 +1,1 @@
+"""CCC workflow service: durable DAG orchestration over the NATS bus."""

@@ -1,0 +1,24 @@
+"""Settings of the workflow service (environment ``CCC_WORKFLOW_*``, beside the common ``CCC_*``)."""
+
+from __future__ import annotations
+
+from ccc.common.settings import Settings
+from pydantic import Field
+
+
+class WorkflowSettings(Settings):
+    workflow_lease: float = Field(15.0, gt=0.2)
+    """Seconds a run's owner may go silent before another instance takes the run over."""
+    workflow_call_timeout: float = 30.0
+    """Timeout of a ``call`` step that sets none itself."""
+    workflow_max_steps_in_flight: int = 512
+    """Step attempts one instance runs at once (across all its runs)."""
+    workflow_max_items: int = 10_000
+    """Largest ``for_each`` list."""
+    workflow_history_max_age_days: float = 30.0
+    workflow_history_max_bytes: int = 1 << 30
+    workflow_progress_interval: float = 0.5
+    """At most one ``run.progress`` event per run per this many seconds."""
+    workflow_webhook_attempts: int = 5
+    workflow_cron_poll: float = 1.0
+    """Longest sleep of the cron scheduler between looks at the definitions."""
