@@ -39,16 +39,24 @@ KUBE_VERSION = "1.34.0"  # Talos 1.11 ships Kubernetes 1.34
 CASES: dict[str, list[str]] = {
     "default": [],
     "talos": [
-        "-f", str(CHART / "values-talos.yaml"),
-        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+        "-f",
+        str(CHART / "values-talos.yaml"),
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
     ],
     "exposure": [
-        "-f", str(CHART / "values-talos.yaml"),
-        "--set", "ingress.enabled=true,ingress.className=nginx,gatewayAPI.enabled=true",
-        "--set", "gatewayAPI.parentRefs[0].name=public,gatewayAPI.hostnames[0]=ccc.example.com",
-        "--set", "qdrant.enabled=true",
-        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
-        "--api-versions", "gateway.networking.k8s.io/v1/HTTPRoute",
+        "-f",
+        str(CHART / "values-talos.yaml"),
+        "--set",
+        "ingress.enabled=true,ingress.className=nginx,gatewayAPI.enabled=true",
+        "--set",
+        "gatewayAPI.parentRefs[0].name=public,gatewayAPI.hostnames[0]=ccc.example.com",
+        "--set",
+        "qdrant.enabled=true",
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "gateway.networking.k8s.io/v1/HTTPRoute",
     ],
 }
 
@@ -75,8 +83,10 @@ def prepare_chart(workdir: Path) -> tuple[Path, bool]:
     meta.pop("dependencies", None)
     (copy / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     names = ", ".join(f"{d['name']} {d['version']}" for d in deps)
-    print(f"NOTE: subcharts not built ({names}); checking CCC's own templates only. "
-          "`helm dependency build deploy/helm/ccc` adds them.")
+    print(
+        f"NOTE: subcharts not built ({names}); checking CCC's own templates only. "
+        "`helm dependency build deploy/helm/ccc` adds them."
+    )
     return copy, False
 
 
@@ -86,8 +96,9 @@ def restricted_violations(doc: dict[str, Any]) -> list[str]:
     if doc.get("kind") == "Pod":
         pod = spec
     else:
-        pod = ((spec.get("template") or {}).get("spec")) or ((spec.get("jobTemplate") or {})
-               .get("spec", {}).get("template", {}).get("spec"))
+        pod = ((spec.get("template") or {}).get("spec")) or (
+            (spec.get("jobTemplate") or {}).get("spec", {}).get("template", {}).get("spec")
+        )
     if not pod:
         return []
     where = f"{doc['kind']}/{doc['metadata']['name']}"
@@ -97,8 +108,17 @@ def restricted_violations(doc: dict[str, Any]) -> list[str]:
         if pod.get(flag):
             bad.append(f"{where}: {flag}")
     for vol in pod.get("volumes") or []:
-        allowed = {"name", "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                   "persistentVolumeClaim", "projected", "secret"}
+        allowed = {
+            "name",
+            "configMap",
+            "csi",
+            "downwardAPI",
+            "emptyDir",
+            "ephemeral",
+            "persistentVolumeClaim",
+            "projected",
+            "secret",
+        }
         if set(vol) - allowed:
             bad.append(f"{where}: volume {vol.get('name')} of a forbidden type")
     containers = (pod.get("containers") or []) + (pod.get("initContainers") or [])
@@ -151,8 +171,10 @@ def main() -> int:
     shutil.rmtree(manifests, ignore_errors=True)
     manifests.mkdir()
     for case, extra in CASES.items():
-        res = run([args.helm, "template", "ccc", str(chart), "-n", "ccc", "--include-crds",
-                   *extra], capture_output=True)
+        res = run(
+            [args.helm, "template", "ccc", str(chart), "-n", "ccc", "--include-crds", *extra],
+            capture_output=True,
+        )
         if res.returncode:
             print(res.stderr, file=sys.stderr)
             failures.append(f"helm template ({case})")
@@ -163,18 +185,31 @@ def main() -> int:
         kinds: dict[str, int] = {}
         for d in docs:
             kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
-        print(f"{case}: {len(docs)} objects: "
-              + ", ".join(f"{k}×{n}" for k, n in sorted(kinds.items())))
+        print(
+            f"{case}: {len(docs)} objects: "
+            + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+        )
         core, custom = [], []
         for d in docs:
             (custom if d["apiVersion"].startswith(CRD_GROUPS) else core).append(d)
         core_file = manifests / f"{case}.yaml"
         core_file.write_text(yaml.safe_dump_all(core, sort_keys=False))
         if custom:
-            print(f"  no bundled schema, not schema-validated: "
-                  + ", ".join(sorted({f"{d['kind']}/{d['metadata']['name']}" for d in custom})))
-        res = run([str(tools / "kubernetes-validate"), "--strict", "--quiet",
-                   "-k", KUBE_VERSION, str(core_file)], capture_output=True)
+            print(
+                "  no bundled schema, not schema-validated: "
+                + ", ".join(sorted({f"{d['kind']}/{d['metadata']['name']}" for d in custom}))
+            )
+        res = run(
+            [
+                str(tools / "kubernetes-validate"),
+                "--strict",
+                "--quiet",
+                "-k",
+                KUBE_VERSION,
+                str(core_file),
+            ],
+            capture_output=True,
+        )
         if res.returncode:
             print(res.stdout, res.stderr, file=sys.stderr)
             failures.append(f"kubernetes-validate ({case})")
@@ -185,12 +220,22 @@ def main() -> int:
             print("\n".join(f"  PSS restricted: {v}" for v in violations), file=sys.stderr)
             failures.append(f"Pod Security restricted ({case})")
         else:
-            pods = sum(1 for d in docs if restricted_violations(d) == [] and (
-                d["kind"] in ("Deployment", "StatefulSet", "Pod", "Job", "DaemonSet")))
+            pods = sum(
+                1
+                for d in docs
+                if restricted_violations(d) == []
+                and (d["kind"] in ("Deployment", "StatefulSet", "Pod", "Job", "DaemonSet"))
+            )
             print(f"  Pod Security restricted: {pods} pod templates pass")
 
-    checkov = [str(tools / "checkov"), "--skip-download", "--quiet", "--compact",
-               "--config-file", str(CHECKOV_CONFIG)]
+    checkov = [
+        str(tools / "checkov"),
+        "--skip-download",
+        "--quiet",
+        "--compact",
+        "--config-file",
+        str(CHECKOV_CONFIG),
+    ]
     if run([*checkov, "--framework", "kubernetes", "-d", str(manifests)]).returncode:
         failures.append("checkov kubernetes")
     dockerfiles = sorted(ROOT.glob("services/*/Dockerfile"))
@@ -199,8 +244,14 @@ def main() -> int:
         failures.append("checkov dockerfile")
     hadolint = tools / "hadolint"
     if hadolint.exists():
-        if run([str(hadolint), "--config", str(ROOT / "deploy/docker/hadolint.yaml"),
-                *map(str, dockerfiles)]).returncode:
+        if run(
+            [
+                str(hadolint),
+                "--config",
+                str(ROOT / "deploy/docker/hadolint.yaml"),
+                *map(str, dockerfiles),
+            ]
+        ).returncode:
             failures.append("hadolint")
     else:
         print("hadolint not installed: skipped")
@@ -208,11 +259,14 @@ def main() -> int:
     took = time.monotonic() - started
     scope = "chart with subcharts" if full else "CCC templates (subcharts not built)"
     if failures:
-        print(f"chart-check FAILED in {took:.0f}s ({scope}): " + "; ".join(failures),
-              file=sys.stderr)
+        print(
+            f"chart-check FAILED in {took:.0f}s ({scope}): " + "; ".join(failures), file=sys.stderr
+        )
         return 1
-    print(f"chart-check passed in {took:.0f}s ({scope}); rendered manifests in "
-          f"{OUT.relative_to(ROOT)}/")
+    print(
+        f"chart-check passed in {took:.0f}s ({scope}); rendered manifests in "
+        f"{OUT.relative_to(ROOT)}/"
+    )
     return 0
 
 

