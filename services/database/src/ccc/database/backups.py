@@ -93,6 +93,7 @@ async def create_backup(req: CreateBackup, ctx: Context) -> BackupView:
         object=f"backups/{req.server}/{database or '_all'}/{backup_id}",
         started_at=runtime.now(),
         schedule=req.schedule,
+        operation=ctx.operation_id,
     )
     await ctx.state.put(backup_key(backup_id), backup)
     blobs = await ctx.blobs()
@@ -292,6 +293,32 @@ async def verify_backup(backup_id: str, ctx: Context) -> VerifyResult:
 async def delete_backup(state: StateStore, blobs: Blobs, backup: BackupView) -> None:
     await blobs.delete(backup.object)
     await state.delete(backup_key(backup.id))
+
+
+async def reap_interrupted(state: StateStore, blobs: Blobs) -> list[str]:
+    """Backups left ``running`` by an instance that died: once their operation is no
+    longer running (the runtime fails it when the lease runs out), delete whatever
+    object exists and record the backup as failed."""
+    reaped = []
+    async for entry in state.items("backup."):
+        backup = BackupView.model_validate(entry.value)
+        if backup.status != "running":
+            continue
+        op = await state.get(f"operation.{backup.operation}") if backup.operation else None
+        if op is not None and op.get("status") in ("running", "pending"):
+            continue
+        await blobs.delete(backup.object)
+        failed = backup.model_copy(
+            update={
+                "status": "failed",
+                "finished_at": runtime.now(),
+                "error": "interrupted: the instance running it stopped; partial object removed",
+            }
+        )
+        with contextlib.suppress(Conflict):
+            await state.update(entry.key, failed.model_dump(mode="json"), entry.revision)
+            reaped.append(backup.id)
+    return reaped
 
 
 async def apply_retention(

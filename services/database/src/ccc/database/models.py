@@ -184,7 +184,10 @@ class BackupView(BaseModel):
     finished_at: datetime | None = None
     row_counts: dict[str, int] = Field(default_factory=dict)
     schedule: str | None = None
+    operation: str | None = None
     error: str | None = None
+    verified_at: datetime | None = None
+    verified_ok: bool | None = None
 
 
 class BackupList(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ccc.common import CCCError, Conflict, Context, Invalid, NotFound, Service
 
-from . import backups, metrics, schedules
+from . import backups, ha, metrics, schedules
 from .engines import ENGINES
 from .engines.redis import Redis
 from .models import (
@@ -441,6 +441,22 @@ async def collect_all(svc: Service) -> None:
             metrics.record_down(record["name"], record["engine"])
 
 
+# -- HA manifests -------------------------------------------------------------------------------
+
+
+@service.endpoint("ha.cloudnativepg", http="POST /v1/database/ha/cloudnativepg", roles=("reader",))
+async def cloudnativepg(req: ha.CnpgRequest, ctx: Context) -> ha.Manifests:
+    """CloudNativePG Cluster (+ object-store backups, + PgBouncer Pooler) manifests,
+    validated against the CRD schemas."""
+    return ha.cloudnativepg(req)
+
+
+@service.endpoint("ha.patroni", http="POST /v1/database/ha/patroni", roles=("reader",))
+async def patroni(req: ha.PatroniRequest, ctx: Context) -> ha.Manifests:
+    """Patroni configuration for each VM of a cluster, validated by Patroni's validator."""
+    return ha.patroni(req)
+
+
 # -- background work ------------------------------------------------------------------------------
 
 
@@ -464,6 +480,13 @@ async def _start(svc: Service) -> None:
                 schedules.run_forever(svc.state, svc.bus, settings.schedule_interval)
             )
         )
+
+    async def reap() -> None:
+        await backups.reap_interrupted(svc.state, await svc.blobs())
+
+    _background.append(
+        asyncio.create_task(_every(max(svc.settings.operation_lease, 5.0), reap, "reaper"))
+    )
     if settings.metrics_interval > 0:
         _background.append(
             asyncio.create_task(

@@ -27,6 +27,9 @@ class DatabaseSettings(Settings):
     unset means ``PATH``."""
     scratch_dir: Path | None = None
     """Temporary space for verification (Redis RDB loads); unset means the system's."""
+    cnpg_crd_dir: Path | None = None
+    """Directory holding the CloudNativePG CRD files (``postgresql.cnpg.io_*.yaml``) to
+    validate generated manifests against; unset uses the built-in constraints."""
 
 
 settings = DatabaseSettings()
