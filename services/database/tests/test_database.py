@@ -184,6 +184,30 @@ async def test_postgres_provision_backup_drop_restore_verify(db: Any) -> None:
     verified = await finish(db, await call(db, "backup.verify", {"id": backup["id"]}))
     assert verified["status"] == "succeeded"
     assert verified["result"]["ok"] is True, verified["result"]
+
+    # restore over a provisioned database: its owner owns what was restored and can write
+    copy = f"shop_copy_{RUN}"
+    fresh = await call(db, "database.create", {"server": server, "name": copy})
+    op = await finish(
+        db,
+        await call(
+            db, "backup.restore", {"id": backup["id"], "target_database": copy, "replace": True}
+        ),
+    )
+    assert op["status"] == "succeeded", op.get("error")
+    assert op["result"]["row_counts"]["public.items"] == 1500
+    copy_owner = await asyncpg.connect(
+        host="127.0.0.1", user=copy, password=fresh["credentials"][0]["password"], database=copy
+    )
+    await copy_owner.execute("insert into items (name) values ('after restore')")
+    assert (
+        await copy_owner.fetchval(
+            "select pg_get_userbyid(relowner) from pg_class where relname = 'items'"
+        )
+        == copy
+    )
+    await copy_owner.close()
+    await call(db, "database.drop", {"server": server, "name": copy})
     assert {t["table"] for t in verified["result"]["tables"]} == {"public.items", "public.tags"}
 
     # corrupt the stored object: verify says so, restore refuses to apply it
