@@ -21,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
 from . import subjects
+from .slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class CommandConsumer:
         domain: str,
         ack_wait: float,
         max_deliver: int,
-        slots: asyncio.Semaphore,
+        slots: Slots,
         handle: Callable[[Msg], Coroutine[Any, Any, None]],
     ) -> None:
         self.js = js

@@ -122,6 +122,24 @@ def parse_http(http: str | None, domain: str, op: str) -> tuple[str | None, str 
     return method, path
 
 
+def _type_hints(handler: Handler) -> dict[str, Any]:
+    """The handler's annotations, resolved even when some name (say ``Context``) was
+    imported only inside a function: only the request and return types matter here."""
+    try:
+        return typing.get_type_hints(handler)
+    except NameError:
+        namespace = {**handler.__globals__, **inspect.getclosurevars(handler).nonlocals}
+        hints: dict[str, Any] = {}
+        for name, annotation in inspect.get_annotations(handler).items():
+            try:
+                hints[name] = (
+                    eval(annotation, namespace) if isinstance(annotation, str) else annotation
+                )
+            except NameError:
+                continue
+        return hints
+
+
 def build_spec(
     domain: str,
     op: str,
@@ -135,7 +153,7 @@ def build_spec(
 ) -> EndpointSpec:
     """Read request and response types from the handler's annotations."""
     subjects.check_op(op)
-    hints = typing.get_type_hints(handler)
+    hints = _type_hints(handler)
     params = list(inspect.signature(handler).parameters)
     if not params:
         raise TypeError(f"handler of {op} must take (request, ctx)")

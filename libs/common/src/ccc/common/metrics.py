@@ -20,6 +20,25 @@ OPERATIONS = Counter("ccc_operations_total", "Operations finished", ["service", 
 _started: set[int] = set()
 
 
+class EndpointMetrics:
+    """An endpoint's metric children, looked up once: ``.labels()`` per request is slow."""
+
+    def __init__(self, service: str, endpoint: str) -> None:
+        self.service = service
+        self.endpoint = endpoint
+        self.in_flight = IN_FLIGHT.labels(service)
+        self.latency = LATENCY.labels(service, endpoint)
+        self._by_status: dict[int, Counter] = {}
+
+    def count(self, status: int) -> None:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = REQUESTS.labels(
+                self.service, self.endpoint, str(status)
+            )
+        child.inc()
+
+
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
     if port and port not in _started:
         start_http_server(port, addr=addr)

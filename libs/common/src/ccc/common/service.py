@@ -40,9 +40,10 @@ from .contracts.operations import Operation, OperationGet, OperationList, Operat
 from .endpoint import EndpointSpec, Handler, build_spec
 from .errors import CCCError, Forbidden, Internal, NotFound, Timeout
 from .logs import setup_logging
-from .metrics import COMMANDS, IN_FLIGHT, LATENCY, REQUESTS, serve_metrics
+from .metrics import COMMANDS, EndpointMetrics, serve_metrics
 from .operations import Operations
 from .settings import Settings
+from .slots import Slots
 from .state import Blobs, StateStore
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,6 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
         self._micro: MicroService | None = None
         self._micro_endpoints: dict[str, Any] = {}
-        self._tracer = tracing.tracer(f"ccc.{name}")
         self._blobs: Blobs | None = None
         self._stopped = asyncio.Event()
         self._owns_connection = False
@@ -174,7 +174,7 @@ class Service:
             lease=self.settings.operation_lease,
             make_context=self._operation_context,
         )
-        self._slots = asyncio.Semaphore(self.settings.max_concurrency)
+        self._slots = Slots(self.settings.max_concurrency)
         for hook in self._startup:
             await hook(self)
 
@@ -197,6 +197,7 @@ class Service:
                 )
             )
         self._micro_endpoints = {ep._name: ep for ep in self._micro._endpoints}
+        self._metrics = {op: EndpointMetrics(self.name, op) for op in self.specs}
 
         from .commands import CommandConsumer
 
@@ -285,10 +286,9 @@ class Service:
         started = time.perf_counter()
         headers = msg.headers
         status = 200
-        IN_FLIGHT.labels(self.name).inc()
-        with self._tracer.start_as_current_span(
-            spec.subject, context=tracing.extract(headers), kind=SpanKind.SERVER
-        ) as span:
+        metrics = self._metrics[spec.op]
+        metrics.in_flight.inc()
+        with tracing.server_span(spec.subject, headers) as span:
             try:
                 body, status = await self._execute(spec, msg.data, headers, span)
                 reply_headers = {subjects.STATUS_HEADER: str(status)} if status != 200 else None
@@ -299,9 +299,9 @@ class Service:
             if msg.reply:
                 await self.nc.publish(msg.reply, body, headers=reply_headers)
         elapsed = time.perf_counter() - started
-        IN_FLIGHT.labels(self.name).dec()
-        REQUESTS.labels(self.name, spec.op, str(status)).inc()
-        LATENCY.labels(self.name, spec.op).observe(elapsed)
+        metrics.in_flight.dec()
+        metrics.count(status)
+        metrics.latency.observe(elapsed)
         ep = self._micro_endpoints.get(spec.name)
         if ep is not None:  # NATS micro counts requests; we add time and errors it cannot see
             ep._processing_time += int(elapsed * 1e9)
@@ -385,9 +385,7 @@ class Service:
         )
         headers.setdefault(subjects.MSG_ID_HEADER, correlation_id)
         spec = self.specs.get(op)
-        with self._tracer.start_as_current_span(
-            f"command {msg.subject}", context=tracing.extract(headers), kind=SpanKind.CONSUMER
-        ) as span:
+        with tracing.server_span(f"command {msg.subject}", headers, SpanKind.CONSUMER) as span:
             try:
                 if spec is None:
                     raise NotFound(f"{self.name} has no endpoint {op!r}")

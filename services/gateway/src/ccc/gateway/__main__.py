@@ -20,6 +20,7 @@ def main() -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # the edge reads no X-Forwarded-*; skip the middleware
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_timeout),
     )

@@ -32,7 +32,7 @@ from ccc.common.errors import (
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 from prometheus_client import Counter, Histogram
 
 from .http import Message, Receive, Scope, Send, header, read_body, replay, respond, respond_problem
@@ -63,7 +63,8 @@ class Edge:
     def __init__(self, gateway: Gateway, app: Any) -> None:
         self.gw = gateway
         self.app = app
-        self.tracer = tracing.tracer("ccc.gateway")
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -79,12 +80,9 @@ class Edge:
             await send(message)
 
         method, path = scope["method"], scope["path"]
-        parent = tracing.extract(_trace_headers(scope))
         key: ApiKey | None = None
         label = "unmatched"
-        with self.tracer.start_as_current_span(
-            f"{method} {path}", context=parent, kind=SpanKind.SERVER
-        ) as span:
+        with tracing.server_span(f"{method} {path}", _trace_headers(scope)) as span:
             trace_id = tracing.current_trace_id() or ""
             trace_header = [(b"x-trace-id", trace_id.encode())]
             try:
@@ -120,8 +118,7 @@ class Edge:
                 await respond_problem(tracked_send, exc, path, trace_header)
             span.set_attribute("http.status_code", status)
         elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(label, str(status)).inc()
-        HTTP_LATENCY.labels(label).observe(elapsed)
+        self._observe(label, status, elapsed)
         await self.gw.audit(
             {
                 "key_id": key.id if key else None,
@@ -134,6 +131,17 @@ class Edge:
                 "ts": time.time(),
             }
         )
+
+    def _observe(self, label: str, status: int, elapsed: float) -> None:
+        """Metrics with children cached per label: ``.labels()`` per request is slow."""
+        counter = self._counters.get((label, status))
+        if counter is None:
+            counter = self._counters[(label, status)] = HTTP_REQUESTS.labels(label, str(status))
+        counter.inc()
+        histogram = self._histograms.get(label)
+        if histogram is None:
+            histogram = self._histograms[label] = HTTP_LATENCY.labels(label)
+        histogram.observe(elapsed)
 
     def _authenticate(self, scope: Scope) -> ApiKey:
         token = header(scope, b"x-api-key")
