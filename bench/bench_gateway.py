@@ -114,7 +114,8 @@ def _best(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def row(name: str, m: dict[str, float]) -> None:
     print(
-        f"  {name:<34} {m['rps']:>9.0f} req/s   p50 {m['p50_ms']:>7.3f} ms   p99 {m['p99_ms']:>7.3f} ms"
+        f"  {name:<34} {m['rps']:>9.0f} req/s   "
+        f"p50 {m['p50_ms']:>7.3f} ms   p99 {m['p99_ms']:>7.3f} ms"
         + (f"   non-2xx {m['errors']:.0f}" if m.get("errors") else "")
     )
 
@@ -186,10 +187,12 @@ def main() -> None:
                 row("direct FastAPI route", direct)
                 row("gateway → NATS → service", via)
                 print(
-                    f"  gateway / direct throughput: {via['rps'] / direct['rps']:.0%}  (goal ≥ 70 %)"
+                    f"  gateway / direct throughput: {via['rps'] / direct['rps']:.0%}"
+                    "  (goal ≥ 70 %)"
                 )
                 print(
-                    f"  added p50: {via['p50_ms'] - direct['p50_ms']:+.3f} ms  (goal ≤ 0.5 ms at 1 connection)"
+                    f"  added p50: {via['p50_ms'] - direct['p50_ms']:+.3f} ms"
+                    "  (goal ≤ 0.5 ms at 1 connection)"
                 )
         finally:
             for p in procs:
