@@ -77,8 +77,13 @@ class FakeOpenAI:
         if self.api_key is not None and path.startswith("/v1/"):
             auth = dict(scope["headers"]).get(b"authorization", b"").decode()
             if auth != f"Bearer {self.api_key}":
-                await self._error(send, 401, "Incorrect API key provided.", "invalid_request_error",
-                                  "invalid_api_key")
+                await self._error(
+                    send,
+                    401,
+                    "Incorrect API key provided.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                )
                 return
         if method == "GET" and path == "/v1/models":
             await _json(send, 200, self._model_list())
@@ -88,8 +93,13 @@ class FakeOpenAI:
             try:
                 request = json.loads(body or b"{}")
             except ValueError:
-                await self._error(send, 400, "We could not parse the JSON body of your request.",
-                                  "invalid_request_error", None)
+                await self._error(
+                    send,
+                    400,
+                    "We could not parse the JSON body of your request.",
+                    "invalid_request_error",
+                    None,
+                )
                 return
             self.bodies.append(request)
             if self.delay:
@@ -97,9 +107,14 @@ class FakeOpenAI:
             if await self._failing(send):
                 return
             if request.get("model") not in self.models:
-                await self._error(send, 404, f"The model `{request.get('model')}` does not exist "
-                                  "or you do not have access to it.", "invalid_request_error",
-                                  "model_not_found")
+                await self._error(
+                    send,
+                    404,
+                    f"The model `{request.get('model')}` does not exist "
+                    "or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                )
             elif path == "/v1/embeddings":
                 await _json(send, 200, self._embeddings(request))
             elif request.get("stream"):
@@ -107,22 +122,43 @@ class FakeOpenAI:
             else:
                 await _json(send, 200, self._completion(request))
         else:
-            await self._error(send, 404, f"Unknown request URL: {method} {path}.",
-                              "invalid_request_error", "unknown_url")
+            await self._error(
+                send,
+                404,
+                f"Unknown request URL: {method} {path}.",
+                "invalid_request_error",
+                "unknown_url",
+            )
 
     async def _failing(self, send: Send) -> bool:
         if self.mode == "error500":
-            await self._error(send, 500, "The server had an error while processing your request.",
-                              "server_error", None)
+            await self._error(
+                send,
+                500,
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+            )
             return True
         if self.mode == "error429":
-            await self._error(send, 429, "Rate limit reached for requests.", "requests",
-                              "rate_limit_exceeded", headers=[(b"retry-after", b"2")])
+            await self._error(
+                send,
+                429,
+                "Rate limit reached for requests.",
+                "requests",
+                "rate_limit_exceeded",
+                headers=[(b"retry-after", b"2")],
+            )
             return True
         return False
 
     async def _error(
-        self, send: Send, status: int, message: str, kind: str, code: str | None,
+        self,
+        send: Send,
+        status: int,
+        message: str,
+        kind: str,
+        code: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
@@ -148,8 +184,12 @@ class FakeOpenAI:
                     "modified_at": "2026-11-01T10:00:00.000000000Z",
                     "size": 1_000_000,
                     "digest": hashlib.sha256(m.encode()).hexdigest(),
-                    "details": {"format": "gguf", "family": "fake", "parameter_size": "1M",
-                                "quantization_level": "Q4_K_M"},
+                    "details": {
+                        "format": "gguf",
+                        "family": "fake",
+                        "parameter_size": "1M",
+                        "quantization_level": "Q4_K_M",
+                    },
                 }
                 for m in self.models
             ]
@@ -187,7 +227,9 @@ class FakeOpenAI:
             "created": int(time.time()),
             "model": request["model"],
             "system_fingerprint": f"fp_{self.name}",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            ],
             "usage": {
                 "prompt_tokens": prompt,
                 "completion_tokens": len(words),
@@ -196,14 +238,29 @@ class FakeOpenAI:
         }
 
     async def _stream(self, send: Send, request: dict[str, Any]) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            body = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                    "model": request["model"], "system_fingerprint": f"fp_{self.name}",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            body = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request["model"],
+                "system_fingerprint": f"fp_{self.name}",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
             return b"data: " + json.dumps(body).encode() + b"\n\n"
 
         words = self._words()[: self.chunks]
@@ -212,10 +269,18 @@ class FakeOpenAI:
         frames.append(chunk({}, "stop"))
         if (request.get("stream_options") or {}).get("include_usage"):
             prompt = self._prompt_tokens(request)
-            usage = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                     "model": request["model"], "choices": [],
-                     "usage": {"prompt_tokens": prompt, "completion_tokens": len(words),
-                               "total_tokens": prompt + len(words)}}
+            usage = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request["model"],
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": len(words),
+                    "total_tokens": prompt + len(words),
+                },
+            }
             frames.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
         if self.mode == "cut":
             for frame in frames[: len(frames) // 2]:
@@ -240,17 +305,29 @@ class FakeOpenAI:
                 encoded = vector
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         tokens = sum(len(str(t).split()) for t in texts)
-        return {"object": "list", "data": data, "model": request["model"],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": request["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
 
 async def _json(
     send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -266,8 +343,11 @@ async def serving(app: FakeOpenAI, port: int | None = None) -> AsyncIterator[str
     import uvicorn
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           access_log=False, log_level="critical"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="off", access_log=False, log_level="critical"
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -290,8 +370,16 @@ def main() -> None:
     import uvicorn
 
     app = FakeOpenAI(args.name, args.models.split(","), mode=args.mode)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, lifespan="off", access_log=False,
-                log_level="warning", loop="uvloop", http="httptools")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ccc.ai.config import AIConfig, AISettings
 from ccc.ai.service import build_service
 from ccc.common import Service
@@ -51,7 +50,9 @@ async def fake() -> AsyncIterator[FakeFactory]:
     """``await fake(name, models, mode=...)`` → (the fake, its base URL); stopped after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(name: str = "fake", models: list[str] | None = None, **kw: Any) -> tuple[Any, str]:
+        async def start(
+            name: str = "fake", models: list[str] | None = None, **kw: Any
+        ) -> tuple[Any, str]:
             app = FakeOpenAI(name, models, **kw)
             url = await stack.enter_async_context(fakes_module.serving(app))
             return app, url
@@ -78,7 +79,9 @@ def make_config(raw: dict[str, Any]) -> AIConfig:
 
 
 @contextlib.asynccontextmanager
-async def ai_instance(nats_url: str, config: dict[str, Any], **overrides: Any) -> AsyncIterator[Service]:
+async def ai_instance(
+    nats_url: str, config: dict[str, Any], **overrides: Any
+) -> AsyncIterator[Service]:
     service = build_service(make_config(config), settings(**overrides))
     async with running(service, nats_url):
         yield service

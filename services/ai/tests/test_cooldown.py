@@ -15,8 +15,16 @@ async def test_cooldown_is_shared_between_two_instances(nats_url: str, fake) -> 
     good, good_url = await fake(good_name, ["m"])
     config = {
         "providers": [provider(bad_name, bad_url, ["m"]), provider(good_name, good_url, ["m"])],
-        "models": [{"name": "pair", "routing": "ordered", "deployments": [
-            {"provider": bad_name, "model": "m"}, {"provider": good_name, "model": "m"}]}],
+        "models": [
+            {
+                "name": "pair",
+                "routing": "ordered",
+                "deployments": [
+                    {"provider": bad_name, "model": "m"},
+                    {"provider": good_name, "model": "m"},
+                ],
+            }
+        ],
     }
     async with ai_instance(nats_url, config) as first, ai_instance(nats_url, config) as second:
         bus = Bus(first.nc)

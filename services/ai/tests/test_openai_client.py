@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-
 from ccc.common.testing import refresh_catalog, wait_until
 
 from .conftest import ai_instance, unique
@@ -23,21 +22,35 @@ async def test_chat_embeddings_and_models_through_the_gateway(
 ) -> None:
     name = unique("upstream")
     _, url = await fake(name, ["gpt-fake"])
-    async with ai_instance(nats_url, {"providers": [provider(name, url, ["gpt-fake"])]},
-                           local_embeddings=True):
+    async with ai_instance(
+        nats_url, {"providers": [provider(name, url, ["gpt-fake"])]}, local_embeddings=True
+    ):
         await refresh_catalog()
         ai = client(gateway)
 
         completion = await ai.chat.completions.create(
             model="gpt-fake", messages=[{"role": "user", "content": "hello there"}]
         )
-        assert completion.choices[0].message.content == f"Hello from {name}, a fake model server answering."
+        assert (
+            completion.choices[0].message.content
+            == f"Hello from {name}, a fake model server answering."
+        )
         assert completion.usage is not None and completion.usage.completion_tokens == 8
 
-        tools = [{"type": "function", "function": {"name": "lookup", "description": "Look up",
-                                                   "parameters": {"type": "object", "properties": {}}}}]
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup",
+                    "description": "Look up",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            }
+        ]
         called = await ai.chat.completions.create(
-            model="gpt-fake", messages=[{"role": "user", "content": "use the tool"}], tools=tools  # type: ignore[arg-type]
+            model="gpt-fake",
+            messages=[{"role": "user", "content": "use the tool"}],
+            tools=tools,  # type: ignore[arg-type]
         )
         call = called.choices[0].message.tool_calls[0]  # type: ignore[index]
         assert call.function.name == "lookup" and called.choices[0].finish_reason == "tool_calls"
@@ -95,11 +108,14 @@ async def test_budget_spent_answers_429(nats_url: str, gateway: dict[str, str], 
     async with ai_instance(nats_url, {"providers": [provider(name, url, ["gpt-fake"])]}):
         await refresh_catalog()
         async with httpx.AsyncClient(base_url=gateway["url"]) as http:
-            created = await http.post("/v1/keys", json={"name": unique("budgeted"), "roles": ["reader"]},
-                                      headers=admin)
+            created = await http.post(
+                "/v1/keys", json={"name": unique("budgeted"), "roles": ["reader"]}, headers=admin
+            )
             assert created.status_code == 201, created.text
             key = created.json()
-            limit = await http.put(f"/v1/ai/budgets/{key['id']}", json={"max_tokens": 20}, headers=admin)
+            limit = await http.put(
+                f"/v1/ai/budgets/{key['id']}", json={"max_tokens": 20}, headers=admin
+            )
             assert limit.status_code == 200, limit.text
             assert limit.json()["budget"]["max_tokens"] == 20
 

@@ -6,7 +6,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from ccc.common import BadRequest, NotFound, RateLimited, Unavailable
 from ccc.common.bus import Bus
 
@@ -14,8 +13,14 @@ from .conftest import ai_instance, unique
 
 
 def provider(name: str, url: str, models: list[str], **kw: object) -> dict[str, object]:
-    return {"name": name, "kind": "openai", "base_url": f"{url}/v1", "models": models,
-            "discover": False, **kw}
+    return {
+        "name": name,
+        "kind": "openai",
+        "base_url": f"{url}/v1",
+        "models": models,
+        "discover": False,
+        **kw,
+    }
 
 
 def chat(model: str) -> dict[str, object]:
@@ -28,9 +33,16 @@ async def test_weighted_group_splits_traffic_by_weight(nats_url: str, fake) -> N
     b, b_url = await fake(b_name, ["m"])
     config = {
         "providers": [provider(a_name, a_url, ["m"]), provider(b_name, b_url, ["m"])],
-        "models": [{"name": "split", "routing": "weighted", "deployments": [
-            {"provider": a_name, "model": "m", "weight": 3},
-            {"provider": b_name, "model": "m", "weight": 1}]}],
+        "models": [
+            {
+                "name": "split",
+                "routing": "weighted",
+                "deployments": [
+                    {"provider": a_name, "model": "m", "weight": 3},
+                    {"provider": b_name, "model": "m", "weight": 1},
+                ],
+            }
+        ],
     }
     async with ai_instance(nats_url, config) as svc:
         bus = Bus(svc.nc)
@@ -50,8 +62,16 @@ async def test_failing_provider_falls_back_at_once_and_cools_down(nats_url: str,
     good, good_url = await fake(good_name, ["m"])
     config = {
         "providers": [provider(bad_name, bad_url, ["m"]), provider(good_name, good_url, ["m"])],
-        "models": [{"name": "pair", "routing": "ordered", "deployments": [
-            {"provider": bad_name, "model": "m"}, {"provider": good_name, "model": "m"}]}],
+        "models": [
+            {
+                "name": "pair",
+                "routing": "ordered",
+                "deployments": [
+                    {"provider": bad_name, "model": "m"},
+                    {"provider": good_name, "model": "m"},
+                ],
+            }
+        ],
     }
     async with ai_instance(nats_url, config) as svc:
         bus = Bus(svc.nc)
@@ -87,7 +107,9 @@ async def test_every_provider_failing_is_a_503_naming_each(nats_url: str, fake) 
         assert cooling.value.retry_after is not None and cooling.value.retry_after > 20
 
 
-async def test_rate_limited_everywhere_is_a_429_with_the_providers_retry_after(nats_url: str, fake) -> None:
+async def test_rate_limited_everywhere_is_a_429_with_the_providers_retry_after(
+    nats_url: str, fake
+) -> None:
     name = unique("busy")
     busy, url = await fake(name, ["m"], mode="error429")
     async with ai_instance(nats_url, {"providers": [provider(name, url, ["m"])]}) as svc:
@@ -105,8 +127,9 @@ async def test_rate_limited_everywhere_is_a_429_with_the_providers_retry_after(n
 async def test_unknown_model_and_missing_capability(nats_url: str, fake) -> None:
     name = unique("only")
     _, url = await fake(name, ["m"])
-    async with ai_instance(nats_url, {"providers": [provider(name, url, ["m"])]},
-                           local_embeddings=True) as svc:
+    async with ai_instance(
+        nats_url, {"providers": [provider(name, url, ["m"])]}, local_embeddings=True
+    ) as svc:
         bus = Bus(svc.nc)
         with pytest.raises(NotFound) as missing:
             await bus.call("ai.chat", chat("no-such-model"))

@@ -7,7 +7,6 @@ import json
 
 import nats
 import pytest
-
 from ccc.ai.streaming import StreamBroken, read_stream
 from ccc.common import Invalid, Unavailable
 from ccc.common.bus import Bus
@@ -16,12 +15,18 @@ from .conftest import ai_instance, unique
 from .test_routing import chat, provider
 
 
-async def collect(nc: nats.NATS, body: dict[str, object]) -> tuple[list[nats.aio.msg.Msg], nats.aio.msg.Msg]:
+async def collect(
+    nc: nats.NATS, body: dict[str, object]
+) -> tuple[list[nats.aio.msg.Msg], nats.aio.msg.Msg]:
     """Send a streamed request with nats-py; return every inbox frame and the reply."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
-    reply = await nc.request("ccc.ai.chat", json.dumps({**body, "stream": True}).encode(),
-                             timeout=10, headers={"Ccc-Stream-Inbox": inbox})
+    reply = await nc.request(
+        "ccc.ai.chat",
+        json.dumps({**body, "stream": True}).encode(),
+        timeout=10,
+        headers={"Ccc-Stream-Inbox": inbox},
+    )
     frames = []
     while True:
         try:
@@ -63,8 +68,12 @@ async def test_usage_chunk_is_relayed_when_asked(nats_url: str, fake) -> None:
     name = unique("streamer")
     _, url = await fake(name, ["m"])
     async with ai_instance(nats_url, {"providers": [provider(name, url, ["m"])]}) as svc:
-        chunks = [c async for c in read_stream(
-            Bus(svc.nc), "ccc.ai.chat", {**chat("m"), "stream_options": {"include_usage": True}})]
+        chunks = [
+            c
+            async for c in read_stream(
+                Bus(svc.nc), "ccc.ai.chat", {**chat("m"), "stream_options": {"include_usage": True}}
+            )
+        ]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
@@ -100,8 +109,16 @@ async def test_failure_before_the_first_chunk_falls_back(nats_url: str, fake) ->
     _, good_url = await fake(good_name, ["m"])
     config = {
         "providers": [provider(bad_name, bad_url, ["m"]), provider(good_name, good_url, ["m"])],
-        "models": [{"name": "pair", "routing": "ordered", "deployments": [
-            {"provider": bad_name, "model": "m"}, {"provider": good_name, "model": "m"}]}],
+        "models": [
+            {
+                "name": "pair",
+                "routing": "ordered",
+                "deployments": [
+                    {"provider": bad_name, "model": "m"},
+                    {"provider": good_name, "model": "m"},
+                ],
+            }
+        ],
     }
     async with ai_instance(nats_url, config) as svc:
         chunks = [c async for c in read_stream(Bus(svc.nc), "ccc.ai.chat", chat("pair"))]

@@ -63,14 +63,28 @@ class Accounting:
         usd, tokens = float(spent.get("usd", 0.0)), int(spent.get("tokens", 0))
         if budget.max_usd is not None and usd >= budget.max_usd:
             detail = f"API key {key_id} has spent its budget: ${usd:.6f} of ${budget.max_usd:.6f}"
-            raise RateLimited(detail, extra={
-                "key_id": key_id, "spent_usd": usd, "budget_usd": budget.max_usd,
-                **openai_error(detail, "budget_exceeded", "insufficient_quota")})
+            raise RateLimited(
+                detail,
+                extra={
+                    "key_id": key_id,
+                    "spent_usd": usd,
+                    "budget_usd": budget.max_usd,
+                    **openai_error(detail, "budget_exceeded", "insufficient_quota"),
+                },
+            )
         if budget.max_tokens is not None and tokens >= budget.max_tokens:
-            detail = f"API key {key_id} has spent its budget: {tokens} of {budget.max_tokens} tokens"
-            raise RateLimited(detail, extra={
-                "key_id": key_id, "spent_tokens": tokens, "budget_tokens": budget.max_tokens,
-                **openai_error(detail, "budget_exceeded", "insufficient_quota")})
+            detail = (
+                f"API key {key_id} has spent its budget: {tokens} of {budget.max_tokens} tokens"
+            )
+            raise RateLimited(
+                detail,
+                extra={
+                    "key_id": key_id,
+                    "spent_tokens": tokens,
+                    "budget_tokens": budget.max_tokens,
+                    **openai_error(detail, "budget_exceeded", "insufficient_quota"),
+                },
+            )
 
     def record(self, event: UsageEvent) -> None:
         """Publish the usage event and add to the key's spend, after the answer went out."""

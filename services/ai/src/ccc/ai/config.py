@@ -1,4 +1,4 @@
-"""Where models come from: process settings (``CCC_AI_*``) and the provider file (``CCC_AI_CONFIG``).
+"""Where models come from: settings (``CCC_AI_*``) and the provider file (``CCC_AI_CONFIG``).
 
 The file is YAML (JSON is YAML too)::
 

@@ -20,7 +20,7 @@ COST_MAP_FILE = "litellm/model_prices_and_context_window_backup.json"
 def cost_map() -> dict[str, Any]:
     try:
         path = metadata.distribution("litellm").locate_file(COST_MAP_FILE)
-        return dict(json.loads(path.read_text()))  # type: ignore[union-attr]
+        return dict(json.loads(path.read_text()))
     except (metadata.PackageNotFoundError, OSError, ValueError):
         log.warning("litellm's cost map is not readable; costs count as 0")
         return {}

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ class LocalEmbeddingsProvider(Provider):
     capabilities = frozenset({"embeddings"})
 
     def __init__(self) -> None:
-        super().__init__(ProviderConfig(name=LOCAL_EMBEDDINGS, kind="local-embeddings", models=[MODEL_ID]))
+        super().__init__(
+            ProviderConfig(name=LOCAL_EMBEDDINGS, kind="local-embeddings", models=[MODEL_ID])
+        )
         self.embedder = LocalEmbedder()
         # onnxruntime already uses every core for one batch: run one batch at a time.
         self._gate = asyncio.Semaphore(1)
@@ -47,16 +49,22 @@ class LocalEmbeddingsProvider(Provider):
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise ProviderError(
-                f"{self.name}: input must be a string or a list of strings (token ids are not accepted)",
-                status=422, fallback=False, cool=False,
+                f"{self.name}: input must be a string or a list of strings (not token ids)",
+                status=422,
+                fallback=False,
+                cool=False,
             )
         if not texts:
-            raise ProviderError(f"{self.name}: input is empty", status=422, fallback=False, cool=False)
+            raise ProviderError(
+                f"{self.name}: input is empty", status=422, fallback=False, cool=False
+            )
         dimensions = body.get("dimensions")
         if dimensions is not None and dimensions != DIMENSIONS:
             raise ProviderError(
                 f"{self.name}: {MODEL_ID} has {DIMENSIONS} dimensions, not {dimensions}",
-                status=422, fallback=False, cool=False,
+                status=422,
+                fallback=False,
+                cool=False,
             )
         async with self._gate:
             vectors, tokens = await asyncio.to_thread(self.embedder.embed, texts)
@@ -126,7 +134,15 @@ class LocalChatProvider(Provider):
 
     @staticmethod
     def _kwargs(body: dict[str, Any]) -> dict[str, Any]:
-        allowed = ("temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format")
+        allowed = (
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "tools",
+            "tool_choice",
+            "response_format",
+        )
         kwargs = {k: body[k] for k in allowed if k in body}
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or 256
         kwargs["max_tokens"] = int(limit)
@@ -140,11 +156,13 @@ class LocalChatProvider(Provider):
                     llm.create_chat_completion, messages=body["messages"], **self._kwargs(body)
                 )
             except (ValueError, RuntimeError) as exc:
-                raise ProviderError(f"{self.name}: {exc}", status=422, fallback=False, cool=False) from exc
+                raise ProviderError(
+                    f"{self.name}: {exc}", status=422, fallback=False, cool=False
+                ) from exc
         result["model"] = CHAT_MODEL_ID
         return dict(result)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         llm = await asyncio.to_thread(self._load)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()

@@ -20,7 +20,7 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -86,7 +86,7 @@ class Provider:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         raise ProviderError(f"{self.name} does not offer chat", fallback=True, cool=False)
 
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         raise ProviderError(f"{self.name} does not offer chat", fallback=True, cool=False)
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +129,9 @@ class OpenAICompatible(Provider):
         assert config.base_url is not None
         root = config.base_url.rstrip("/")
         self.root = root
-        self.api_base = f"{root}/v1" if config.kind == "ollama" and not root.endswith("/v1") else root
+        self.api_base = (
+            f"{root}/v1" if config.kind == "ollama" and not root.endswith("/v1") else root
+        )
         timeout = config.timeout or settings.provider_timeout
         self.idle_timeout = settings.stream_idle_timeout
         headers = {"Accept": "application/json"}
@@ -175,7 +177,7 @@ class OpenAICompatible(Provider):
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post("/embeddings", body)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         delivered = 0
 
         def failure(message: str) -> ProviderError:
@@ -249,7 +251,7 @@ class OpenAICompatible(Provider):
 def import_litellm() -> Any:
     """litellm, imported without fetching its cost map from the internet (takes seconds)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    litellm = importlib.import_module("litellm")
+    litellm: Any = importlib.import_module("litellm")
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     return litellm
@@ -303,7 +305,7 @@ class LiteLLMProvider(Provider):
             raise self._error(exc) from exc
         return dict(response.model_dump(exclude_none=True))
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         await self.start()
         delivered = 0
         try:

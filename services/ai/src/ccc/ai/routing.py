@@ -107,7 +107,9 @@ class Catalog:
         if resolved.routing == "weighted" and len(deployments) > 1:
             # Efraimidis-Spirakis: a random order where the first is drawn in proportion
             # to the weights, then the next among the rest, and so on.
-            return sorted(deployments, key=lambda d: random.random() ** (1.0 / d.weight), reverse=True)
+            return sorted(
+                deployments, key=lambda d: random.random() ** (1.0 / d.weight), reverse=True
+            )
         if resolved.routing == "latency":
             return sorted(deployments, key=lambda d: self.latency.average.get(d.key, 0.0))
         return deployments
@@ -121,7 +123,9 @@ class Catalog:
             if resolved is None or not resolved.deployments:
                 continue
             providers = list(dict.fromkeys(d.provider.name for d in resolved.deployments))
-            capabilities = sorted({c for d in resolved.deployments for c in d.provider.capabilities})
+            capabilities = sorted(
+                {c for d in resolved.deployments for c in d.provider.capabilities}
+            )
             description = resolved.description or next(
                 (
                     d.provider.description(d.model)
@@ -137,7 +141,7 @@ class Catalog:
                     owned_by=providers[0],
                     providers=providers,
                     capabilities=capabilities,
-                    kind=resolved.kind,  # type: ignore[arg-type]
+                    kind=resolved.kind,
                     description=description,
                 )
             )

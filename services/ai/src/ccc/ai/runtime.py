@@ -12,15 +12,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from nats.aio.client import Client as NATS
 
 from ccc.common import BadRequest, CCCError, Invalid, NotFound, RateLimited, Unavailable
 from ccc.common.bus import Bus
 from ccc.common.state import StateStore
+from nats.aio.client import Client as NATS
 
 from . import costs
 from .accounting import Accounting
@@ -115,10 +114,16 @@ class ModelGateway:
         resolved = self.catalog.resolve(name)
         if resolved is None or not resolved.deployments:
             names = self.catalog.names()
-            detail = f"model {name!r} is not served here; GET /v1/models lists the {len(names)} that are"
+            detail = (
+                f"model {name!r} is not served here; GET /v1/models lists the {len(names)} that are"
+            )
             raise NotFound(
                 detail,
-                extra={"model": name, "available": names[:50], **openai_error(detail, "model_not_found")},
+                extra={
+                    "model": name,
+                    "available": names[:50],
+                    **openai_error(detail, "model_not_found"),
+                },
             )
         able = [d for d in resolved.deployments if capability in d.provider.capabilities]
         if not able:
@@ -158,14 +163,30 @@ class ModelGateway:
 
     def failed(self, dep: Deployment, exc: ProviderError, tried: list[dict[str, Any]]) -> None:
         """Note a failure; cool the provider down; raise at once if it is the caller's fault."""
-        tried.append({"provider": dep.provider.name, "model": dep.model, "status": exc.status,
-                      "error": exc.message})
+        tried.append(
+            {
+                "provider": dep.provider.name,
+                "model": dep.model,
+                "status": exc.status,
+                "error": exc.message,
+            }
+        )
         if not exc.fallback:
             cls = Invalid if exc.status == 422 else BadRequest
-            raise cls(exc.message, extra={"provider": dep.provider.name, "model": dep.model,
-                                          **openai_error(exc.message, "provider_rejected")})
+            raise cls(
+                exc.message,
+                extra={
+                    "provider": dep.provider.name,
+                    "model": dep.model,
+                    **openai_error(exc.message, "provider_rejected"),
+                },
+            )
         if exc.cool:
-            seconds = exc.retry_after or dep.provider.config.cooldown_seconds or self.settings.cooldown_seconds
+            seconds = (
+                exc.retry_after
+                or dep.provider.config.cooldown_seconds
+                or self.settings.cooldown_seconds
+            )
             self.cooldowns.trip(dep.provider.name, seconds, exc.message)
         log.warning("falling back from %s: %s", dep.key, exc.message)
 
@@ -175,8 +196,12 @@ class ModelGateway:
         detail = f"no provider could serve {capability} for {resolved.name!r}: {summary}"
         extra = {"model": resolved.name, "capability": capability, "tried": tried}
         if tried and all(t["status"] == 429 for t in tried):
-            return RateLimited(detail, extra={**extra, **openai_error(detail, "rate_limited", "rate_limit_error")})
-        return Unavailable(detail, extra={**extra, **openai_error(detail, "providers_failed", "api_error")})
+            return RateLimited(
+                detail, extra={**extra, **openai_error(detail, "rate_limited", "rate_limit_error")}
+            )
+        return Unavailable(
+            detail, extra={**extra, **openai_error(detail, "providers_failed", "api_error")}
+        )
 
     async def _call(
         self,
@@ -217,7 +242,10 @@ class ModelGateway:
         total = int(usage.get("total_tokens") or prompt + completion)
         config = dep.provider.config
         price = costs.cost(
-            dep.model, prompt, completion, (config.input_cost_per_token, config.output_cost_per_token)
+            dep.model,
+            prompt,
+            completion,
+            (config.input_cost_per_token, config.output_cost_per_token),
         )
         self.accounting.record(
             UsageEvent(
@@ -225,7 +253,7 @@ class ModelGateway:
                 model=requested,
                 provider=dep.provider.name,
                 provider_model=dep.model,
-                capability=capability,  # type: ignore[arg-type]
+                capability=capability,
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 total_tokens=total,
@@ -244,8 +272,15 @@ class ModelGateway:
         dep, answer, elapsed, fallbacks = await self._call(
             resolved, "chat", lambda d: d.provider.chat(req.upstream_body(d.model))
         )
-        self.account(key_id=key_id, requested=req.model, dep=dep, capability="chat",
-                     usage=answer.get("usage"), elapsed=elapsed, fallbacks=fallbacks)
+        self.account(
+            key_id=key_id,
+            requested=req.model,
+            dep=dep,
+            capability="chat",
+            usage=answer.get("usage"),
+            elapsed=elapsed,
+            fallbacks=fallbacks,
+        )
         return ChatCompletion.model_validate(answer)
 
     async def embeddings(self, req: EmbeddingsRequest, key_id: str | None) -> EmbeddingsResponse:
@@ -260,8 +295,15 @@ class ModelGateway:
         dep, answer, elapsed, fallbacks = await self._call(
             resolved, "embeddings", lambda d: d.provider.embeddings(body(d))
         )
-        self.account(key_id=key_id, requested=req.model, dep=dep, capability="embeddings",
-                     usage=answer.get("usage"), elapsed=elapsed, fallbacks=fallbacks)
+        self.account(
+            key_id=key_id,
+            requested=req.model,
+            dep=dep,
+            capability="embeddings",
+            usage=answer.get("usage"),
+            elapsed=elapsed,
+            fallbacks=fallbacks,
+        )
         return EmbeddingsResponse.model_validate(answer)
 
     def models(self) -> ModelList:
@@ -296,8 +338,16 @@ class ModelGateway:
             elapsed = time.perf_counter() - started
             if summary.outcome == "done":
                 self.catalog.latency.observe(dep.key, elapsed)
-            self.account(key_id=key_id, requested=req.model, dep=dep, capability="chat",
-                         usage=summary.usage, elapsed=elapsed, stream=True, fallbacks=len(tried))
+            self.account(
+                key_id=key_id,
+                requested=req.model,
+                dep=dep,
+                capability="chat",
+                usage=summary.usage,
+                elapsed=elapsed,
+                stream=True,
+                fallbacks=len(tried),
+            )
             return summary
         raise self.exhausted(resolved, "chat", tried)
 
@@ -306,7 +356,7 @@ class ModelGateway:
         req: ChatCompletionRequest,
         dep: Deployment,
         first: Answer,
-        chunks: AsyncIterator[Answer],
+        chunks: AsyncGenerator[Answer, None],
         nc: NATS,
         inbox: str,
         wants_usage: bool,
@@ -323,17 +373,35 @@ class ModelGateway:
                 chunk = await anext(chunks, None)
         except ProviderError as exc:
             if exc.cool:
-                self.cooldowns.trip(dep.provider.name,
-                                    dep.provider.config.cooldown_seconds or self.settings.cooldown_seconds,
-                                    exc.message)
-            error = Unavailable(exc.message, extra={"provider": dep.provider.name, "model": dep.model,
-                                                    "frames_sent": writer.frames})
+                self.cooldowns.trip(
+                    dep.provider.name,
+                    dep.provider.config.cooldown_seconds or self.settings.cooldown_seconds,
+                    exc.message,
+                )
+            error = Unavailable(
+                exc.message,
+                extra={
+                    "provider": dep.provider.name,
+                    "model": dep.model,
+                    "frames_sent": writer.frames,
+                },
+            )
             await writer.error(error)
             log.warning("stream of %s broke: %s", dep.key, exc.message)
-            return StreamSummary(id=writer.stream_id, frames=writer.frames, outcome="error",
-                                 provider=dep.provider.name, usage=usage)
+            return StreamSummary(
+                id=writer.stream_id,
+                frames=writer.frames,
+                outcome="error",
+                provider=dep.provider.name,
+                usage=usage,
+            )
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()
         await writer.done()
-        return StreamSummary(id=writer.stream_id, frames=writer.frames, outcome="done",
-                             provider=dep.provider.name, usage=usage)
+        return StreamSummary(
+            id=writer.stream_id,
+            frames=writer.frames,
+            outcome="done",
+            provider=dep.provider.name,
+            usage=usage,
+        )

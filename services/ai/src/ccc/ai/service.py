@@ -69,7 +69,10 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
             await gw.stop()
 
     @service.endpoint(
-        "chat", http="POST /v1/chat/completions", roles=("reader",), timeout=ai_settings.request_timeout
+        "chat",
+        http="POST /v1/chat/completions",
+        roles=("reader",),
+        timeout=ai_settings.request_timeout,
     )
     async def chat(req: ChatCompletionRequest, ctx: Context) -> ChatCompletion | StreamSummary:
         """Create a chat completion (OpenAI-compatible; tools and any other parameter are
@@ -84,7 +87,9 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
                 )
                 raise Invalid(
                     detail,
-                    errors=[{"loc": "stream", "msg": "streaming needs a stream inbox", "type": "stream"}],
+                    errors=[
+                        {"loc": "stream", "msg": "streaming needs a stream inbox", "type": "stream"}
+                    ],
                     extra=openai_error(detail, "stream_unsupported"),
                 )
             return await gateway().stream(req, ctx.caller.key_id, ctx.bus.nc, inbox)
@@ -106,7 +111,9 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
     async def budget_set(req: BudgetSet, ctx: Context) -> Usage:
         """Set an API key's budget (USD and/or tokens); calls answer 429 once it is spent."""
         gw = gateway()
-        await gw.accounting.set_budget(req.key_id, Budget(max_usd=req.max_usd, max_tokens=req.max_tokens))
+        await gw.accounting.set_budget(
+            req.key_id, Budget(max_usd=req.max_usd, max_tokens=req.max_tokens)
+        )
         return await gw.accounting.usage(req.key_id)
 
     @service.endpoint("usage.get", http="GET /v1/ai/usage/{key_id}", roles=("reader",))
