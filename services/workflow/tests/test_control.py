@@ -22,10 +22,16 @@ async def instance_status(wf: Service, run_id: str, step: str, status: str) -> N
 
 async def test_cancel_stops_running_steps_and_ends_cancelled(wf: Service, wftarget: Target) -> None:
     name = unique("cancel")
-    await put(wf.bus, name, {"steps": [
-        {"id": "wait", "delay": "30s"},
-        {"id": "never", "call": "wftarget.echo", "depends_on": ["wait"]},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "wait", "delay": "30s"},
+                {"id": "never", "call": "wftarget.echo", "depends_on": ["wait"]},
+            ]
+        },
+    )
     run_id = await start(wf.bus, name)
     await instance_status(wf, run_id, "wait", "running")
     await wf.bus.call("workflow.run.cancel", {"run_id": run_id, "reason": "test"})
@@ -40,18 +46,32 @@ async def test_cancel_stops_running_steps_and_ends_cancelled(wf: Service, wftarg
 
 async def test_approval_waits_for_an_approve_call(wf: Service, wftarget: Target) -> None:
     name = unique("approve")
-    await put(wf.bus, name, {"steps": [
-        {"id": "ok", "approval": {"prompt": "Deploy to prod?"}},
-        {"id": "deploy", "call": "wftarget.echo", "depends_on": ["ok"],
-         "with": {"by": "${{ steps.ok.output.by }}", "note": "${{ steps.ok.output.comment }}"}},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "ok", "approval": {"prompt": "Deploy to prod?"}},
+                {
+                    "id": "deploy",
+                    "call": "wftarget.echo",
+                    "depends_on": ["ok"],
+                    "with": {
+                        "by": "${{ steps.ok.output.by }}",
+                        "note": "${{ steps.ok.output.comment }}",
+                    },
+                },
+            ]
+        },
+    )
     run_id = await start(wf.bus, name)
     await instance_status(wf, run_id, "ok", "waiting")
     await asyncio.sleep(0.2)
     run = await wf.bus.call("workflow.run.get", {"run_id": run_id})
     assert run["status"] == "running" and run["steps"]["deploy"]["status"] == "pending"
-    await wf.bus.call("workflow.run.approve",
-                      {"run_id": run_id, "step": "ok", "comment": "ship it"})
+    await wf.bus.call(
+        "workflow.run.approve", {"run_id": run_id, "step": "ok", "comment": "ship it"}
+    )
     run = await finished(wf.bus, run_id)
     assert run["status"] == "succeeded", run
     assert run["steps"]["deploy"]["output"]["echo"] == {"by": "bus", "note": "ship it"}
@@ -64,46 +84,90 @@ async def test_rejection_fails_the_approval_step(wf: Service, wftarget: Target) 
     await put(wf.bus, name, {"steps": [{"id": "ok", "approval": {}}]})
     run_id = await start(wf.bus, name)
     await instance_status(wf, run_id, "ok", "waiting")
-    await wf.bus.call("workflow.run.approve",
-                      {"run_id": run_id, "step": "ok", "approved": False, "comment": "no"})
+    await wf.bus.call(
+        "workflow.run.approve", {"run_id": run_id, "step": "ok", "approved": False, "comment": "no"}
+    )
     run = await finished(wf.bus, run_id)
     assert run["status"] == "failed"
     assert run["steps"]["ok"]["error"] == "rejected by bus: no"
 
 
-async def test_compensation_runs_for_started_steps_latest_first(wf: Service, wftarget: Target) -> None:
+async def test_compensation_runs_for_started_steps_latest_first(
+    wf: Service, wftarget: Target
+) -> None:
     name = unique("saga")
-    await put(wf.bus, name, {"steps": [
-        {"id": "reserve", "call": "wftarget.echo", "with": {"sku": "A1"},
-         "on_failure": {"call": "wftarget.undo",
-                        "with": {"what": "reserve", "sku": "${{ steps.reserve.output.echo.sku }}",
-                                 "why": "${{ failure.error }}"}}},
-        {"id": "ship", "call": "wftarget.echo", "depends_on": ["reserve"],
-         "on_failure": {"call": "wftarget.undo", "with": {"what": "ship"}}},
-        {"id": "charge", "call": "wftarget.reject", "depends_on": ["ship"]},
-        {"id": "email", "call": "wftarget.echo", "depends_on": ["charge"],
-         "on_failure": {"call": "wftarget.undo", "with": {"what": "email"}}},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "reserve",
+                    "call": "wftarget.echo",
+                    "with": {"sku": "A1"},
+                    "on_failure": {
+                        "call": "wftarget.undo",
+                        "with": {
+                            "what": "reserve",
+                            "sku": "${{ steps.reserve.output.echo.sku }}",
+                            "why": "${{ failure.error }}",
+                        },
+                    },
+                },
+                {
+                    "id": "ship",
+                    "call": "wftarget.echo",
+                    "depends_on": ["reserve"],
+                    "on_failure": {"call": "wftarget.undo", "with": {"what": "ship"}},
+                },
+                {"id": "charge", "call": "wftarget.reject", "depends_on": ["ship"]},
+                {
+                    "id": "email",
+                    "call": "wftarget.echo",
+                    "depends_on": ["charge"],
+                    "on_failure": {"call": "wftarget.undo", "with": {"what": "email"}},
+                },
+            ]
+        },
+    )
     run_id = await start(wf.bus, name)
     run = await finished(wf.bus, run_id)
     assert run["status"] == "failed"
     assert "step charge failed" in run["error"]
     mine = [(key, body) for key, body in wftarget.undone if key.startswith(run_id)]
     assert [body["what"] for _, body in mine] == ["ship", "reserve"]  # email never started
-    assert mine[1] == (f"{run_id}/reserve/compensate",
-                       {"what": "reserve", "sku": "A1", "why": run["error"]})
+    assert mine[1] == (
+        f"{run_id}/reserve/compensate",
+        {"what": "reserve", "sku": "A1", "why": run["error"]},
+    )
     assert set(run["compensations"]) == {"ship", "reserve"}
     assert all(c["status"] == "succeeded" for c in run["compensations"].values())
 
 
 async def test_wait_event_step_resumes_on_a_matching_event(wf: Service, wftarget: Target) -> None:
     name = unique("waitevt")
-    await put(wf.bus, name, {"steps": [
-        {"id": "paid", "wait_event": {"subject": "ccc.evt.wftest.payment.*",
-                                       "match": "event.order == params.order", "timeout": 10}},
-        {"id": "ship", "call": "wftarget.echo", "depends_on": ["paid"],
-         "with": {"amount": "${{ steps.paid.output.amount }}"}},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "paid",
+                    "wait_event": {
+                        "subject": "ccc.evt.wftest.payment.*",
+                        "match": "event.order == params.order",
+                        "timeout": 10,
+                    },
+                },
+                {
+                    "id": "ship",
+                    "call": "wftarget.echo",
+                    "depends_on": ["paid"],
+                    "with": {"amount": "${{ steps.paid.output.amount }}"},
+                },
+            ]
+        },
+    )
     run_id = await start(wf.bus, name, {"order": "o-7"})
     await instance_status(wf, run_id, "paid", "running")
     await wf.bus.publish("ccc.evt.wftest.payment.received", {"order": "o-other", "amount": 1})
@@ -115,9 +179,15 @@ async def test_wait_event_step_resumes_on_a_matching_event(wf: Service, wftarget
 
 async def test_wait_event_times_out(wf: Service, wftarget: Target) -> None:
     name = unique("waitout")
-    await put(wf.bus, name, {"steps": [
-        {"id": "paid", "wait_event": {"subject": "ccc.evt.wftest.never", "timeout": 0.3}},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "paid", "wait_event": {"subject": "ccc.evt.wftest.never", "timeout": 0.3}},
+            ]
+        },
+    )
     run = await finished(wf.bus, await start(wf.bus, name))
     assert run["status"] == "failed"
     assert "no event on ccc.evt.wftest.never matched within 0.3s" in run["steps"]["paid"]["error"]
@@ -127,11 +197,22 @@ async def test_event_trigger_starts_a_run_with_params_from_the_event(
     wf: Service, wftarget: Target
 ) -> None:
     name = unique("ontrigger")
-    await put(wf.bus, name, {
-        "triggers": [{"event": "ccc.evt.wftest.order.*", "when": "event.total > 100",
-                      "params": {"order": "${{ event.id }}"}}],
-        "steps": [{"id": "a", "call": "wftarget.echo", "with": {"order": "${{ params.order }}"}}],
-    })
+    await put(
+        wf.bus,
+        name,
+        {
+            "triggers": [
+                {
+                    "event": "ccc.evt.wftest.order.*",
+                    "when": "event.total > 100",
+                    "params": {"order": "${{ event.id }}"},
+                }
+            ],
+            "steps": [
+                {"id": "a", "call": "wftarget.echo", "with": {"order": "${{ params.order }}"}}
+            ],
+        },
+    )
     await wf.bus.publish_durable("ccc.evt.wftest.order.created", {"id": "small", "total": 5})
     await wf.bus.publish_durable("ccc.evt.wftest.order.created", {"id": "big", "total": 500})
     box: dict[str, list[dict[str, object]]] = {}
@@ -155,16 +236,32 @@ async def test_sub_workflow_runs_to_completion_and_returns_its_output(
     wf: Service, wftarget: Target
 ) -> None:
     child = unique("child")
-    await put(wf.bus, child, {
-        "steps": [{"id": "work", "call": "wftarget.echo", "with": {"n": "${{ params.n * 2 }}"}}],
-        "output": {"doubled": "${{ steps.work.output.echo.n }}"},
-    })
+    await put(
+        wf.bus,
+        child,
+        {
+            "steps": [
+                {"id": "work", "call": "wftarget.echo", "with": {"n": "${{ params.n * 2 }}"}}
+            ],
+            "output": {"doubled": "${{ steps.work.output.echo.n }}"},
+        },
+    )
     parent = unique("parent")
-    await put(wf.bus, parent, {"steps": [
-        {"id": "sub", "workflow": {"name": child, "params": {"n": "${{ params.n }}"}}},
-        {"id": "use", "call": "wftarget.echo", "depends_on": ["sub"],
-         "with": {"got": "${{ steps.sub.output.doubled }}"}},
-    ]})
+    await put(
+        wf.bus,
+        parent,
+        {
+            "steps": [
+                {"id": "sub", "workflow": {"name": child, "params": {"n": "${{ params.n }}"}}},
+                {
+                    "id": "use",
+                    "call": "wftarget.echo",
+                    "depends_on": ["sub"],
+                    "with": {"got": "${{ steps.sub.output.doubled }}"},
+                },
+            ]
+        },
+    )
     run = await finished(wf.bus, await start(wf.bus, parent, {"n": 21}))
     assert run["status"] == "succeeded", run
     assert run["steps"]["use"]["output"]["echo"] == {"got": 42}
@@ -176,19 +273,32 @@ async def test_sub_workflow_runs_to_completion_and_returns_its_output(
 
 async def test_a_run_keeps_the_version_it_started_with(wf: Service, wftarget: Target) -> None:
     name = unique("versions")
-    v1 = await put(wf.bus, name, {"steps": [
-        {"id": "gate", "approval": {}},
-        {"id": "say", "call": "wftarget.echo", "depends_on": ["gate"], "with": {"v": 1}},
-    ]})
-    same = await put(wf.bus, name, {"steps": [
-        {"id": "gate", "approval": {}},
-        {"id": "say", "call": "wftarget.echo", "depends_on": ["gate"], "with": {"v": 1}},
-    ]})
+    v1 = await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "gate", "approval": {}},
+                {"id": "say", "call": "wftarget.echo", "depends_on": ["gate"], "with": {"v": 1}},
+            ]
+        },
+    )
+    same = await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "gate", "approval": {}},
+                {"id": "say", "call": "wftarget.echo", "depends_on": ["gate"], "with": {"v": 1}},
+            ]
+        },
+    )
     assert (v1["version"], v1["created"]) == (1, True)
     assert (same["version"], same["created"]) == (1, False)
     run_id = await start(wf.bus, name)
-    v2 = await put(wf.bus, name, {"steps": [{"id": "say", "call": "wftarget.echo",
-                                             "with": {"v": 2}}]})
+    v2 = await put(
+        wf.bus, name, {"steps": [{"id": "say", "call": "wftarget.echo", "with": {"v": 2}}]}
+    )
     assert v2["version"] == 2
     await instance_status(wf, run_id, "gate", "waiting")
     await wf.bus.call("workflow.run.approve", {"run_id": run_id, "step": "gate"})

@@ -7,21 +7,39 @@ from ccc.common import Service
 from .conftest import Target, finished, put, start, unique
 
 
-async def test_diamond_runs_each_step_once_in_dependency_order(wf: Service, wftarget: Target) -> None:
+async def test_diamond_runs_each_step_once_in_dependency_order(
+    wf: Service, wftarget: Target
+) -> None:
     name = unique("diamond")
-    await put(wf.bus, name, {
-        "params": {"x": 1},
-        "steps": [
-            {"id": "a", "call": "wftarget.echo", "with": {"v": "${{ params.x }}"}},
-            {"id": "b", "call": "wftarget.echo", "depends_on": ["a"],
-             "with": {"v": "${{ steps.a.output.echo.v + 1 }}"}},
-            {"id": "c", "call": "wftarget.echo", "depends_on": ["a"],
-             "with": {"v": "${{ steps.a.output.echo.v + 10 }}"}},
-            {"id": "d", "call": "wftarget.echo", "depends_on": ["b", "c"],
-             "with": {"sum": "${{ steps.b.output.echo.v + steps.c.output.echo.v }}"}},
-        ],
-        "output": {"sum": "${{ steps.d.output.echo.sum }}"},
-    })
+    await put(
+        wf.bus,
+        name,
+        {
+            "params": {"x": 1},
+            "steps": [
+                {"id": "a", "call": "wftarget.echo", "with": {"v": "${{ params.x }}"}},
+                {
+                    "id": "b",
+                    "call": "wftarget.echo",
+                    "depends_on": ["a"],
+                    "with": {"v": "${{ steps.a.output.echo.v + 1 }}"},
+                },
+                {
+                    "id": "c",
+                    "call": "wftarget.echo",
+                    "depends_on": ["a"],
+                    "with": {"v": "${{ steps.a.output.echo.v + 10 }}"},
+                },
+                {
+                    "id": "d",
+                    "call": "wftarget.echo",
+                    "depends_on": ["b", "c"],
+                    "with": {"sum": "${{ steps.b.output.echo.v + steps.c.output.echo.v }}"},
+                },
+            ],
+            "output": {"sum": "${{ steps.d.output.echo.sum }}"},
+        },
+    )
     run_id = await start(wf.bus, name, {"x": 5})
     run = await finished(wf.bus, run_id)
     assert run["status"] == "succeeded", run
@@ -35,19 +53,37 @@ async def test_diamond_runs_each_step_once_in_dependency_order(wf: Service, wfta
     assert (run["done"], run["total"]) == (4, 4)
 
 
-async def test_when_false_skips_a_branch_and_the_join_still_runs(wf: Service, wftarget: Target) -> None:
+async def test_when_false_skips_a_branch_and_the_join_still_runs(
+    wf: Service, wftarget: Target
+) -> None:
     name = unique("when")
-    await put(wf.bus, name, {
-        "steps": [
-            {"id": "a", "call": "wftarget.echo", "with": {"big": "${{ params.n > 10 }}"}},
-            {"id": "b", "call": "wftarget.echo", "depends_on": ["a"],
-             "when": "steps.a.output.echo.big"},
-            {"id": "c", "call": "wftarget.echo", "depends_on": ["a"],
-             "when": "not steps.a.output.echo.big"},
-            {"id": "d", "call": "wftarget.echo", "depends_on": ["b", "c"],
-             "with": {"took": "${{ 'b' if steps.b.status == 'succeeded' else 'c' }}"}},
-        ],
-    })
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "a", "call": "wftarget.echo", "with": {"big": "${{ params.n > 10 }}"}},
+                {
+                    "id": "b",
+                    "call": "wftarget.echo",
+                    "depends_on": ["a"],
+                    "when": "steps.a.output.echo.big",
+                },
+                {
+                    "id": "c",
+                    "call": "wftarget.echo",
+                    "depends_on": ["a"],
+                    "when": "not steps.a.output.echo.big",
+                },
+                {
+                    "id": "d",
+                    "call": "wftarget.echo",
+                    "depends_on": ["b", "c"],
+                    "with": {"took": "${{ 'b' if steps.b.status == 'succeeded' else 'c' }}"},
+                },
+            ],
+        },
+    )
     run = await finished(wf.bus, await start(wf.bus, name, {"n": 3}))
     assert run["status"] == "succeeded", run
     assert run["steps"]["b"]["status"] == "skipped"
@@ -57,14 +93,22 @@ async def test_when_false_skips_a_branch_and_the_join_still_runs(wf: Service, wf
 
 async def test_for_each_runs_items_at_most_two_at_a_time(wf: Service, wftarget: Target) -> None:
     name = unique("fanout")
-    await put(wf.bus, name, {
-        "steps": [
-            {"id": "each", "call": "wftarget.track", "for_each": "params.items",
-             "concurrency": 2,
-             "with": {"item": "${{ item * 10 }}", "group": name, "sleep": 0.15}},
-        ],
-        "output": "${{ steps.each.output }}",
-    })
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "each",
+                    "call": "wftarget.track",
+                    "for_each": "params.items",
+                    "concurrency": 2,
+                    "with": {"item": "${{ item * 10 }}", "group": name, "sleep": 0.15},
+                },
+            ],
+            "output": "${{ steps.each.output }}",
+        },
+    )
     run = await finished(wf.bus, await start(wf.bus, name, {"items": [1, 2, 3, 4, 5]}))
     assert run["status"] == "succeeded", run
     assert run["output"] == [{"item": i * 10} for i in [1, 2, 3, 4, 5]]
@@ -75,12 +119,20 @@ async def test_for_each_runs_items_at_most_two_at_a_time(wf: Service, wftarget: 
 
 async def test_retry_with_backoff_then_success(wf: Service, wftarget: Target) -> None:
     name = unique("retry")
-    await put(wf.bus, name, {
-        "steps": [
-            {"id": "flaky", "call": "wftarget.flaky", "with": {"fail_times": 2},
-             "retry": {"max_attempts": 4, "backoff": 0.05, "multiplier": 2, "jitter": 0.1}},
-        ],
-    })
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "flaky",
+                    "call": "wftarget.flaky",
+                    "with": {"fail_times": 2},
+                    "retry": {"max_attempts": 4, "backoff": 0.05, "multiplier": 2, "jitter": 0.1},
+                },
+            ],
+        },
+    )
     run_id = await start(wf.bus, name)
     run = await finished(wf.bus, run_id)
     assert run["status"] == "succeeded", run
@@ -98,12 +150,16 @@ async def test_retry_with_backoff_then_success(wf: Service, wftarget: Target) ->
 
 async def test_step_timeout_fails_the_step_and_the_run(wf: Service, wftarget: Target) -> None:
     name = unique("timeout")
-    await put(wf.bus, name, {
-        "steps": [
-            {"id": "slow", "call": "wftarget.slow", "with": {"seconds": 3}, "timeout": "300ms"},
-            {"id": "after", "call": "wftarget.echo", "depends_on": ["slow"]},
-        ],
-    })
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "slow", "call": "wftarget.slow", "with": {"seconds": 3}, "timeout": "300ms"},
+                {"id": "after", "call": "wftarget.echo", "depends_on": ["slow"]},
+            ],
+        },
+    )
     run = await finished(wf.bus, await start(wf.bus, name))
     assert run["status"] == "failed"
     assert "timed out after 0.3s" in run["steps"]["slow"]["error"]
@@ -112,7 +168,9 @@ async def test_step_timeout_fails_the_step_and_the_run(wf: Service, wftarget: Ta
     assert "step slow failed" in run["error"]
 
 
-async def test_unknown_endpoint_fails_the_step_with_the_reason(wf: Service, wftarget: Target) -> None:
+async def test_unknown_endpoint_fails_the_step_with_the_reason(
+    wf: Service, wftarget: Target
+) -> None:
     name = unique("unknown")
     await put(wf.bus, name, {"steps": [{"id": "nope", "call": "nosuchservice.do_it"}]})
     run = await finished(wf.bus, await start(wf.bus, name))
@@ -122,9 +180,19 @@ async def test_unknown_endpoint_fails_the_step_with_the_reason(wf: Service, wfta
 
 async def test_a_4xx_from_the_callee_is_not_retried(wf: Service, wftarget: Target) -> None:
     name = unique("final")
-    await put(wf.bus, name, {"steps": [
-        {"id": "pay", "call": "wftarget.reject", "retry": {"max_attempts": 5, "backoff": 0.01}},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "pay",
+                    "call": "wftarget.reject",
+                    "retry": {"max_attempts": 5, "backoff": 0.01},
+                },
+            ]
+        },
+    )
     run = await finished(wf.bus, await start(wf.bus, name))
     assert run["status"] == "failed"
     assert run["steps"]["pay"]["instances"][0]["attempts"] == 1

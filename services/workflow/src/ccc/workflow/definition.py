@@ -26,6 +26,8 @@ STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 TARGET_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 PUBLISH_PATTERN = r"^ccc\.(evt|cmd)(\.[a-z0-9_-]+)+$"
 EVENT_FILTER_PATTERN = r"^ccc\.evt(\.([a-z0-9_-]+|\*))*(\.>)?$"
+RunEnd = Literal["succeeded", "failed", "cancelled"]
+RUN_ENDS: tuple[RunEnd, ...] = ("succeeded", "failed", "cancelled")
 KINDS = ("call", "publish", "wait_event", "delay", "approval", "workflow")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -144,7 +146,8 @@ class Step(Action):
     )
     concurrency: int = Field(1, ge=1, le=1000, description="for_each instances at once")
     on_failure: Action | None = Field(
-        None, description="Compensation: runs if the run fails or is cancelled after this step started"
+        None,
+        description="Compensation: runs if the run fails or is cancelled after this step started",
     )
 
 
@@ -162,8 +165,9 @@ class Trigger(Strict):
         if (self.cron is None) == (self.event is None):
             raise ValueError("a trigger needs exactly one of 'cron' or 'event'")
         if self.cron is not None:
-            from croniter import croniter
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            from croniter import croniter
 
             if not croniter.is_valid(self.cron):
                 raise ValueError(f"{self.cron!r} is not a valid cron expression")
@@ -176,9 +180,7 @@ class Trigger(Strict):
 
 class Webhook(Strict):
     url: str = Field(..., pattern=r"^https?://\S+$", max_length=2000)
-    events: list[Literal["succeeded", "failed", "cancelled"]] = Field(
-        default_factory=lambda: ["succeeded", "failed", "cancelled"]
-    )
+    events: list[RunEnd] = Field(default_factory=lambda: list(RUN_ENDS))
 
 
 class Notify(Strict):

@@ -186,9 +186,7 @@ class Engine:
             created_at=now,
             updated_at=now,
             deadline=now + float(definition.timeout) if definition.timeout else None,
-            steps={
-                s.id: StepRun(for_each=s.for_each is not None) for s in definition.steps
-            },
+            steps={s.id: StepRun(for_each=s.for_each is not None) for s in definition.steps},
         )
         lease = Lease(owner=self.instance, until=time.time() + self.settings.workflow_lease)
         try:
@@ -283,7 +281,7 @@ class Engine:
         """Claim every run whose lease ran out (its owner died or stopped)."""
         now = time.time()
         for key in await list_keys(self.state, "lease.>"):
-            run_id = key[len("lease."):]
+            run_id = key[len("lease.") :]
             if run_id in self.actors:
                 continue
             entry = await self.state.entry(key)
@@ -330,7 +328,7 @@ async def list_keys(state: StateStore, pattern: str) -> list[str]:
                 break
             keys.append(entry.key)
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     return keys
 
 
@@ -404,8 +402,11 @@ class RunActor:
         """Wait for a message, or until the next retry or the run deadline is due."""
         wake_at = [self.run.deadline] if self.run.deadline and self.run.status == "running" else []
         for sr in self.run.steps.values():
-            wake_at += [i.next_attempt_at for i in sr.instances if i.status == "retrying"
-                        and i.next_attempt_at is not None]
+            wake_at += [
+                i.next_attempt_at
+                for i in sr.instances
+                if i.status == "retrying" and i.next_attempt_at is not None
+            ]
         for inst in self.run.compensations.values():
             if inst.status == "retrying" and inst.next_attempt_at is not None:
                 wake_at.append(inst.next_attempt_at)
@@ -435,7 +436,12 @@ class RunActor:
                 self.record_event("step.waiting", step=step_id, index=index)
             elif kind == "done":
                 self.tasks.pop((f"{where}:{step_id}", index), None)
-                inst.status, inst.output, inst.finished_at, inst.error = "succeeded", rest[0], now, None
+                inst.status, inst.output, inst.finished_at, inst.error = (
+                    "succeeded",
+                    rest[0],
+                    now,
+                    None,
+                )
                 self.record_event(f"{where}.succeeded", step=step_id, index=index, attempt=attempt)
             else:
                 self.tasks.pop((f"{where}:{step_id}", index), None)
@@ -445,13 +451,19 @@ class RunActor:
                     inst.status = "retrying"
                     inst.error = reason
                     inst.next_attempt_at = now + action.retry.delay(attempt, random.random())
-                    self.record_event(f"{where}.retrying", step=step_id, index=index,
-                                      attempt=attempt, error=reason,
-                                      next_attempt_at=inst.next_attempt_at)
+                    self.record_event(
+                        f"{where}.retrying",
+                        step=step_id,
+                        index=index,
+                        attempt=attempt,
+                        error=reason,
+                        next_attempt_at=inst.next_attempt_at,
+                    )
                 else:
                     inst.status, inst.error, inst.finished_at = "failed", reason, now
-                    self.record_event(f"{where}.failed", step=step_id, index=index,
-                                      attempt=attempt, error=reason)
+                    self.record_event(
+                        f"{where}.failed", step=step_id, index=index, attempt=attempt, error=reason
+                    )
 
     def _may_retry(self, where: str) -> bool:
         return (self.run.status == "running") if where == "step" else True
@@ -524,12 +536,21 @@ class RunActor:
     def _names(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         names: dict[str, Any] = {
             "params": self.run.params,
-            "run": {"id": self.run.id, "workflow": self.run.workflow,
-                    "version": self.run.version, "trigger": self.run.trigger},
+            "run": {
+                "id": self.run.id,
+                "workflow": self.run.workflow,
+                "version": self.run.version,
+                "trigger": self.run.trigger,
+            },
             "steps": {
-                sid: {"status": sr.status, "output": sr.output, "error": sr.error,
-                      "started_at": sr.started_at, "finished_at": sr.finished_at,
-                      "attempts": sum(i.attempts for i in sr.instances)}
+                sid: {
+                    "status": sr.status,
+                    "output": sr.output,
+                    "error": sr.error,
+                    "started_at": sr.started_at,
+                    "finished_at": sr.finished_at,
+                    "attempts": sum(i.attempts for i in sr.instances),
+                }
                 for sid, sr in self.run.steps.items()
             },
         }
@@ -548,12 +569,13 @@ class RunActor:
             if step.for_each is None:
                 items: list[Any] = [None]
             else:
-                value = (expr.condition(step.for_each).evaluate(names)
-                         if isinstance(step.for_each, str) else expr.render(step.for_each, names))
+                value = (
+                    expr.condition(step.for_each).evaluate(names)
+                    if isinstance(step.for_each, str)
+                    else expr.render(step.for_each, names)
+                )
                 if not isinstance(value, list):
-                    raise expr.ExpressionError(
-                        f"for_each gave {type(value).__name__}, not a list"
-                    )
+                    raise expr.ExpressionError(f"for_each gave {type(value).__name__}, not a list")
                 if len(value) > self.engine.settings.workflow_max_items:
                     raise expr.ExpressionError(
                         f"for_each gave {len(value)} items; the limit is "
@@ -635,7 +657,8 @@ class RunActor:
                 sr.status, sr.finished_at = "cancelled", now
                 sr.error = sr.error or reason
         started = sorted(
-            (sr.started_at, sid) for sid, sr in run.steps.items()
+            (sr.started_at, sid)
+            for sid, sr in run.steps.items()
             if sr.started_at is not None and self.steps[sid].on_failure is not None
         )
         run.compensations = {sid: Instance() for _, sid in reversed(started)}
@@ -685,8 +708,9 @@ class RunActor:
             for inst in sr.instances:
                 if inst.status in STEP_ACTIVE:
                     inst.status = "running"
-                    self.record_event("step.resumed", step=step_id, index=inst.index,
-                                      attempt=inst.attempts)
+                    self.record_event(
+                        "step.resumed", step=step_id, index=inst.index, attempt=inst.attempts
+                    )
                     self._dispatch.append((step_id, inst, self.steps[step_id], False))
         for step_id, inst in self.run.compensations.items():
             if inst.status in STEP_ACTIVE:
@@ -709,9 +733,7 @@ class RunActor:
             key = step_key(self.run.id, step_id, inst.index, sr.for_each)
         names = self._names(extra)
         wake = self.wakes.setdefault((f"{where}:{step_id}", inst.index), asyncio.Event())
-        task = asyncio.create_task(
-            self._attempt(where, step_id, inst, action, names, key, wake)
-        )
+        task = asyncio.create_task(self._attempt(where, step_id, inst, action, names, key, wake))
         self.tasks[(f"{where}:{step_id}", inst.index)] = task
 
     async def _attempt(
@@ -742,10 +764,19 @@ class RunActor:
                 if caller.roles is not None:
                     headers[subjects.ROLES_HEADER] = ",".join(caller.roles)
                 attempt = Attempt(
-                    engine=self.engine, run_id=self.run.id, step=step_id, index=inst.index,
-                    attempt=attempt_no, action=action, input=payload, key=key,
+                    engine=self.engine,
+                    run_id=self.run.id,
+                    step=step_id,
+                    index=inst.index,
+                    attempt=attempt_no,
+                    action=action,
+                    input=payload,
+                    key=key,
                     started_at=inst.started_at or self.engine.clock.now(),
-                    caller_headers=headers, names=names, depth=self.run.depth, wake=wake,
+                    caller_headers=headers,
+                    names=names,
+                    depth=self.run.depth,
+                    wake=wake,
                 )
                 if action.approval is not None:
                     self.post(("waiting", where, step_id, inst.index, attempt_no))
@@ -765,8 +796,15 @@ class RunActor:
                 message = ("error", where, step_id, inst.index, attempt_no, f.reason, f.retryable)
             else:
                 log.exception("step %s of run %s failed unexpectedly", step_id, self.run.id)
-                message = ("error", where, step_id, inst.index, attempt_no,
-                           f"{type(exc).__name__}: {exc}", True)
+                message = (
+                    "error",
+                    where,
+                    step_id,
+                    inst.index,
+                    attempt_no,
+                    f"{type(exc).__name__}: {exc}",
+                    True,
+                )
         self.post(message)
 
     async def _bounded(self, attempt: Attempt) -> Any:
@@ -824,14 +862,23 @@ class RunActor:
             self._last_progress = now
             await self.engine.bus.publish(
                 subjects.event_subject("workflow", "run.progress"),
-                {"run_id": self.run.id, "workflow": self.run.workflow, "done": done,
-                 "total": total, "status": self.run.status},
+                {
+                    "run_id": self.run.id,
+                    "workflow": self.run.workflow,
+                    "done": done,
+                    "total": total,
+                    "status": self.run.status,
+                },
             )
         if any(e["type"] == "run.started" for e in events):
             await self.engine.bus.publish(
                 subjects.event_subject("workflow", "run.started"),
-                {"run_id": self.run.id, "workflow": self.run.workflow,
-                 "version": self.run.version, "trigger": self.run.trigger},
+                {
+                    "run_id": self.run.id,
+                    "workflow": self.run.workflow,
+                    "version": self.run.version,
+                    "trigger": self.run.trigger,
+                },
             )
 
     async def _finished(self) -> None:
@@ -859,9 +906,11 @@ class RunActor:
         )
         hooks = [h for h in self.definition.notify.webhooks if run.status in h.events]
         if hooks:
-            self.engine.spawn(notify.deliver(
-                self.engine.bus, hooks, summary, self.engine.settings.workflow_webhook_attempts
-            ))
+            self.engine.spawn(
+                notify.deliver(
+                    self.engine.bus, hooks, summary, self.engine.settings.workflow_webhook_attempts
+                )
+            )
         if self.cancel_requested is not None:
             with contextlib.suppress(Exception):
                 await self.engine.state.delete(cancel_key(run.id))

@@ -54,7 +54,10 @@ def _len(x: Any) -> int:
 
 
 def _range(*args: Any) -> list[int]:
-    if not all(isinstance(a, int) and not isinstance(a, bool) for a in args) or not 1 <= len(args) <= 3:
+    if (
+        not all(isinstance(a, int) and not isinstance(a, bool) for a in args)
+        or not 1 <= len(args) <= 3
+    ):
         raise ExpressionError("range() takes 1 to 3 integers")
     r = range(*args)
     if len(r) > 10_000:
@@ -82,12 +85,14 @@ def _str_method(name: str) -> Callable[..., Any]:
 def _join(items: Any, sep: Any = "") -> str:
     if not isinstance(items, list) or not isinstance(sep, str):
         raise ExpressionError("join(list, separator)")
-    return _size(sep.join(i if isinstance(i, str) else json.dumps(i) for i in items))
+    joined = sep.join(i if isinstance(i, str) else json.dumps(i) for i in items)
+    _size(joined)
+    return joined
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": _len,
-    "str": lambda x: x if isinstance(x, str) else json.dumps(x),
+    "str": lambda x: str(x) if isinstance(x, str) else json.dumps(x),
     "int": int,
     "float": float,
     "bool": bool,
@@ -100,7 +105,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "range": _range,
     "get": _get,
     "keys": lambda d: list(d) if isinstance(d, dict) else _fail("keys() needs an object"),
-    "values": lambda d: list(d.values()) if isinstance(d, dict) else _fail("values() needs an object"),
+    "values": lambda d: (
+        list(d.values()) if isinstance(d, dict) else _fail("values() needs an object")
+    ),
     "lower": _str_method("lower"),
     "upper": _str_method("upper"),
     "strip": _str_method("strip"),
@@ -163,8 +170,10 @@ class Expression:
         return {
             n.id
             for n in ast.walk(self.tree)
-            if isinstance(n, ast.Name) and n.id.lower() not in CONSTANTS and n.id not in
-            ("True", "False", "None") and not _is_function(n, self.tree)
+            if isinstance(n, ast.Name)
+            and n.id.lower() not in CONSTANTS
+            and n.id not in ("True", "False", "None")
+            and not _is_function(n, self.tree)
         }
 
     def step_refs(self) -> Iterator[tuple[str, str | None]]:
@@ -289,9 +298,9 @@ def _eval(node: ast.AST, names: Mapping[str, Any]) -> Any:
             return _size(_BINOPS[type(op)](a, b))
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             current = _eval(left, names)
-            for op, comp in zip(ops, comparators, strict=True):
+            for cmp, comp in zip(ops, comparators, strict=True):
                 nxt = _eval(comp, names)
-                if not _CMPOPS[type(op)](current, nxt):
+                if not _CMPOPS[type(cmp)](current, nxt):
                     return False
                 current = nxt
             return True
@@ -363,9 +372,7 @@ def render(value: Any, names: Mapping[str, Any]) -> Any:
             return parse(m.group(1)).evaluate(names)
         if "${{" not in value:
             return value
-        return _size(
-            TEMPLATE.sub(lambda mm: _as_text(parse(mm.group(1)).evaluate(names)), value)
-        )
+        return _size(TEMPLATE.sub(lambda mm: _as_text(parse(mm.group(1)).evaluate(names)), value))
     if isinstance(value, dict):
         return {k: render(v, names) for k, v in value.items()}
     if isinstance(value, list):

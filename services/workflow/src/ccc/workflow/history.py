@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -26,14 +25,16 @@ async def follow(
     """Yield history entries from the first; with ``live`` keep waiting for new ones
     (the caller stops iterating), otherwise stop once caught up."""
     sub = await js.subscribe(
-        subject(run_id), stream=HISTORY_STREAM, ordered_consumer=True,
+        subject(run_id),
+        stream=HISTORY_STREAM,
+        ordered_consumer=True,
         deliver_policy=DeliverPolicy.ALL,
     )
     try:
         while True:
             try:
                 msg = await sub.next_msg(timeout=idle)
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 if live:
                     continue
                 return

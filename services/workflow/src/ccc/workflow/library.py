@@ -79,7 +79,7 @@ class Library:
         async for entry in self._watcher:
             if entry is None:
                 continue
-            name = entry.key[len("workflow."):]
+            name = entry.key[len("workflow.") :]
             try:
                 if entry.operation in ("DEL", "PURGE") or not entry.value:
                     self.latest.pop(name, None)
@@ -113,7 +113,10 @@ class Library:
                 if current.digest == fingerprint:
                     return current, False
             record = DefinitionRecord(
-                name=name, version=latest + 1, digest=fingerprint, created_at=time.time(),
+                name=name,
+                version=latest + 1,
+                digest=fingerprint,
+                created_at=time.time(),
                 document=document,
             )
             try:
@@ -164,4 +167,4 @@ class Library:
     async def names(self) -> list[str]:
         from .engine import list_keys
 
-        return sorted(k[len("workflow."):] for k in await list_keys(self.state, "workflow.>"))
+        return sorted(k[len("workflow.") :] for k in await list_keys(self.state, "workflow.>"))

@@ -18,14 +18,16 @@ ATTEMPTS = 5
 BACKOFF = 0.5
 
 
-async def deliver(bus: Bus, hooks: list[Webhook], summary: dict[str, Any],
-                  attempts: int = ATTEMPTS) -> list[bool]:
+async def deliver(
+    bus: Bus, hooks: list[Webhook], summary: dict[str, Any], attempts: int = ATTEMPTS
+) -> list[bool]:
     async with httpx.AsyncClient(timeout=5.0) as client:
         return list(await asyncio.gather(*(_one(bus, client, h, summary, attempts) for h in hooks)))
 
 
-async def _one(bus: Bus, client: httpx.AsyncClient, hook: Webhook, summary: dict[str, Any],
-               attempts: int) -> bool:
+async def _one(
+    bus: Bus, client: httpx.AsyncClient, hook: Webhook, summary: dict[str, Any], attempts: int
+) -> bool:
     body = {"event": f"workflow.run.{summary['status']}", "run": summary}
     headers = {"Idempotency-Key": f"{summary['run_id']}:{summary['status']}"}
     reason = ""

@@ -69,8 +69,12 @@ def runtime_of(service: Service) -> Runtime:
 
 def _view(record: DefinitionRecord, created: bool = False) -> DefinitionView:
     return DefinitionView(
-        name=record.name, version=record.version, digest=record.digest,
-        created_at=record.created_at, created=created, definition=record.document,
+        name=record.name,
+        version=record.version,
+        digest=record.digest,
+        created_at=record.created_at,
+        created=created,
+        definition=record.document,
     )
 
 
@@ -131,13 +135,15 @@ def create_service(
         record, created = await rt.require().library.put(req.name, definition)
         return _view(record, created)
 
-    @service.endpoint("definition.validate", http="POST /v1/workflows/{name}/validate",
-                      roles=("reader",))
+    @service.endpoint(
+        "definition.validate", http="POST /v1/workflows/{name}/validate", roles=("reader",)
+    )
     async def validate_definition(req: DefinitionPut, ctx: Context) -> Validated:
         """Check a definition without storing it: 422 with every problem, or its waves."""
         definition = _definition_of(req)
-        return Validated(valid=True, steps=[s.id for s in definition.steps],
-                         order=waves(definition))
+        return Validated(
+            valid=True, steps=[s.id for s in definition.steps], order=waves(definition)
+        )
 
     @service.endpoint("definition.get", http="GET /v1/workflows/{name}", roles=("reader",))
     async def get_definition(req: DefinitionGet, ctx: Context) -> DefinitionView:
@@ -155,12 +161,19 @@ def create_service(
             except NotFound:
                 continue
             d = record.parsed()
-            out.append(DefinitionSummary(
-                name=name, version=record.version, description=d.description,
-                steps=len(d.steps), created_at=record.created_at,
-                triggers=[t.cron and f"cron {t.cron} ({t.timezone})" or f"event {t.event}"
-                          for t in d.triggers],
-            ))
+            out.append(
+                DefinitionSummary(
+                    name=name,
+                    version=record.version,
+                    description=d.description,
+                    steps=len(d.steps),
+                    created_at=record.created_at,
+                    triggers=[
+                        f"cron {t.cron} ({t.timezone})" if t.cron else f"event {t.event}"
+                        for t in d.triggers
+                    ],
+                )
+            )
         return DefinitionPage(workflows=out)
 
     @service.endpoint("definition.delete", http="DELETE /v1/workflows/{name}", roles=("operator",))
@@ -188,9 +201,13 @@ def create_service(
             roles=sorted(ctx.caller.roles) if ctx.caller.roles is not None else None,
         )
         run = await rt.require().start_run(
-            req.name, version=req.version, params=req.params, caller=caller,
+            req.name,
+            version=req.version,
+            params=req.params,
+            caller=caller,
             idempotency_key=req.idempotency_key or ctx.idempotency_key,
-            depth=req.depth, parent=req.parent,
+            depth=req.depth,
+            parent=req.parent,
         )
         return RunView.of(run)
 
@@ -215,18 +232,27 @@ def create_service(
                 ):
                     continue
                 done, total = run.progress()
-                found.append(RunSummary(
-                    id=run.id, workflow=run.workflow, version=run.version, status=run.status,
-                    created_at=run.created_at, finished_at=run.finished_at, done=done,
-                    total=total, error=run.error,
-                ))
+                found.append(
+                    RunSummary(
+                        id=run.id,
+                        workflow=run.workflow,
+                        version=run.version,
+                        status=run.status,
+                        created_at=run.created_at,
+                        finished_at=run.finished_at,
+                        done=done,
+                        total=total,
+                        error=run.error,
+                    )
+                )
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
         found.sort(key=lambda r: r.created_at, reverse=True)
         return RunPage(runs=found[: req.limit])
 
-    @service.endpoint("run.cancel", http="POST /v1/workflow-runs/{run_id}/cancel",
-                      roles=("operator",))
+    @service.endpoint(
+        "run.cancel", http="POST /v1/workflow-runs/{run_id}/cancel", roles=("operator",)
+    )
     async def cancel_run(req: RunCancel, ctx: Context) -> RunView:
         """Ask a run to stop: running steps are cancelled, compensations run, status
         becomes ``cancelled``. Answers at once; follow the run to see it end."""
@@ -239,8 +265,11 @@ def create_service(
         await engine.signal(run.id)
         return RunView.of(run)
 
-    @service.endpoint("run.approve", http="POST /v1/workflow-runs/{run_id}/steps/{step}/approve",
-                      roles=("operator",))
+    @service.endpoint(
+        "run.approve",
+        http="POST /v1/workflow-runs/{run_id}/steps/{step}/approve",
+        roles=("operator",),
+    )
     async def approve_step(req: RunApprove, ctx: Context) -> RunView:
         """Decide an approval step (``approved: false`` rejects it, failing the step)."""
         engine = rt.require()
@@ -255,13 +284,16 @@ def create_service(
         sr = run.steps[req.step]
         if req.index >= max(1, len(sr.instances)):
             raise Invalid(
-                f"step {req.step} has {len(sr.instances)} item(s); index {req.index} is out of range",
+                f"step {req.step} has {len(sr.instances)} item(s); no index {req.index}",
                 errors=[{"loc": "index", "msg": "out of range", "type": "range"}],
             )
         if sr.status in ("succeeded", "failed", "skipped", "cancelled") or run.status in RUN_DONE:
             raise Conflict(f"step {req.step} of run {run.id} is already {sr.status}")
-        decision = {"approved": req.approved, "by": ctx.caller.key_id or "bus",
-                    "comment": req.comment}
+        decision = {
+            "approved": req.approved,
+            "by": ctx.caller.key_id or "bus",
+            "comment": req.comment,
+        }
         try:
             await engine.state.create(approval_key(run.id, req.step, req.index), decision)
         except Conflict:
@@ -269,8 +301,9 @@ def create_service(
         await engine.signal(run.id)
         return RunView.of(run)
 
-    @service.endpoint("run.history", http="GET /v1/workflow-runs/{run_id}/history",
-                      roles=("reader",))
+    @service.endpoint(
+        "run.history", http="GET /v1/workflow-runs/{run_id}/history", roles=("reader",)
+    )
     async def run_history(req: HistoryGet, ctx: Context) -> HistoryPage:
         """Every recorded state change of a run, oldest first (from the history stream)."""
         engine = rt.require()

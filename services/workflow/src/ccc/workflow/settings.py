@@ -1,4 +1,4 @@
-"""Settings of the workflow service (environment ``CCC_WORKFLOW_*``, beside the common ``CCC_*``)."""
+"""Settings of the workflow service: ``CCC_WORKFLOW_*`` beside the common ``CCC_*``."""
 
 from __future__ import annotations
 

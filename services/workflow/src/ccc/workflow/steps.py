@@ -98,7 +98,9 @@ async def execute(a: Attempt) -> Any:
 async def _call(a: Attempt) -> Any:
     target = a.action.call or ""
     domain, op = subjects.parse_target(target)
-    timeout = float(a.action.timeout) if a.action.timeout else a.engine.settings.workflow_call_timeout
+    timeout = (
+        float(a.action.timeout) if a.action.timeout else a.engine.settings.workflow_call_timeout
+    )
     headers = {
         **a.caller_headers,
         subjects.MSG_ID_HEADER: a.key,
@@ -114,8 +116,9 @@ async def _call(a: Attempt) -> Any:
             headers=headers,
         )
     except NoRespondersError:
-        raise StepFailed(f"no service answers on {target} (unknown endpoint or service down)",
-                         retryable=True) from None
+        raise StepFailed(
+            f"no service answers on {target} (unknown endpoint or service down)", retryable=True
+        ) from None
     except NatsTimeout:
         raise StepFailed(f"{target} did not answer within {timeout:g}s") from None
     error = error_from_reply(msg.headers, msg.data)
@@ -186,7 +189,7 @@ async def _wait_event(a: Attempt) -> Any:
     spec = a.action.wait_event
     assert spec is not None
     matcher = expr.condition(spec.match) if spec.match else None
-    deadline = a.started_at + spec.timeout if spec.timeout else None
+    deadline = a.started_at + float(spec.timeout) if spec.timeout else None
     found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def on_event(msg: Any) -> None:
@@ -222,7 +225,7 @@ async def _wait_event(a: Attempt) -> Any:
                 return await found
         except TimeoutError:
             raise StepFailed(
-                f"no event on {spec.subject} matched within {spec.timeout:g}s"
+                f"no event on {spec.subject} matched within {float(spec.timeout or 0):g}s"
             ) from None
     finally:
         with contextlib.suppress(Exception):
@@ -235,7 +238,7 @@ async def _wait_event(a: Attempt) -> Any:
 async def _approval(a: Attempt) -> Any:
     spec = a.action.approval
     assert spec is not None
-    deadline = a.started_at + spec.timeout if spec.timeout else None
+    deadline = a.started_at + float(spec.timeout) if spec.timeout else None
     key = approval_key(a.run_id, a.step, a.index)
     while True:
         a.wake.clear()
@@ -250,7 +253,9 @@ async def _approval(a: Attempt) -> Any:
         if deadline is not None:
             left = deadline - a.engine.clock.now()
             if left <= 0:
-                raise StepFailed(f"no decision within {spec.timeout:g}s", retryable=False)
+                raise StepFailed(
+                    f"no decision within {float(spec.timeout or 0):g}s", retryable=False
+                )
             wait = min(wait, left)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(a.wake.wait(), wait)

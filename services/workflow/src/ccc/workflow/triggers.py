@@ -84,7 +84,9 @@ class CronScheduler:
                 log.exception("cron tick failed")
                 wake = self.clock.now() + 1.0
             poll = self.engine.settings.workflow_cron_poll
-            sleep = asyncio.create_task(self.clock.sleep(max(0.0, min(wake - self.clock.now(), poll))))
+            sleep = asyncio.create_task(
+                self.clock.sleep(max(0.0, min(wake - self.clock.now(), poll)))
+            )
             changed = asyncio.create_task(self._changed.wait())
             try:
                 await asyncio.wait({sleep, changed}, return_when=asyncio.FIRST_COMPLETED)
@@ -104,8 +106,11 @@ class CronScheduler:
                     continue
                 key = cron_key(record.name, index)
                 entry = await state.entry(key)
-                if entry is None or entry.value.get("cron") != trigger.cron or entry.value.get(
-                    "timezone") != trigger.timezone:
+                if (
+                    entry is None
+                    or entry.value.get("cron") != trigger.cron
+                    or entry.value.get("timezone") != trigger.timezone
+                ):
                     # a new or changed schedule counts from now: no fire for the past
                     value = {"cron": trigger.cron, "timezone": trigger.timezone, "last": now}
                     with contextlib.suppress(CCCError):
@@ -125,14 +130,24 @@ class CronScheduler:
                 wake = min(wake, next_fire(trigger, max(last, now)))
         return wake
 
-    async def _fire(self, name: str, version: int, index: int, trigger: Trigger, due: float) -> None:
+    async def _fire(
+        self, name: str, version: int, index: int, trigger: Trigger, due: float
+    ) -> None:
         scheduled = datetime.fromtimestamp(due, ZoneInfo(trigger.timezone)).isoformat()
-        info = {"type": "cron", "index": index, "cron": trigger.cron,
-                "timezone": trigger.timezone, "scheduled_at": scheduled}
+        info = {
+            "type": "cron",
+            "index": index,
+            "cron": trigger.cron,
+            "timezone": trigger.timezone,
+            "scheduled_at": scheduled,
+        }
         try:
             params = expr.render(trigger.params, {"trigger": info, "event": None})
             run = await self.engine.start_run(
-                name, version=version, params=params, trigger=info,
+                name,
+                version=version,
+                params=params,
+                trigger=info,
                 idempotency_key=f"cron/{index}/{due:.0f}",
             )
             log.info("cron %s of %s fired for %s: run %s", trigger.cron, name, scheduled, run.id)
@@ -217,16 +232,23 @@ class EventTriggers:
                 info = {"type": "event", "index": index, "subject": subject, "seq": seq}
                 names = {"event": payload, "trigger": info}
                 try:
-                    if trigger.when is not None and not expr.condition(trigger.when).evaluate(names):
+                    if trigger.when is not None and not expr.condition(trigger.when).evaluate(
+                        names
+                    ):
                         continue
                     params = expr.render(trigger.params, names)
                     run = await self.engine.start_run(
-                        record.name, version=record.version, params=params, trigger=info,
+                        record.name,
+                        version=record.version,
+                        params=params,
+                        trigger=info,
                         idempotency_key=f"event/{seq}/{index}",
                     )
                     log.info("event %s started run %s of %s", subject, run.id, record.name)
                 except (CCCError, expr.ExpressionError) as exc:
-                    log.warning("event trigger %d of %s on %s: %s", index, record.name, subject, exc)
+                    log.warning(
+                        "event trigger %d of %s on %s: %s", index, record.name, subject, exc
+                    )
 
 
 def utc(ts: float) -> str:

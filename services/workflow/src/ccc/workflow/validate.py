@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from contextvars import ContextVar
 from typing import Any
 
 import yaml
@@ -20,6 +22,7 @@ from .definition import Action, Definition, Step
 
 STEP_FIELDS = frozenset({"output", "status", "error", "attempts", "started_at", "finished_at"})
 STEP_NAMES = frozenset({"params", "steps", "run"})
+_KNOWN: ContextVar[frozenset[str]] = ContextVar("known_steps", default=frozenset())
 
 
 class Problems:
@@ -27,8 +30,9 @@ class Problems:
         self.errors: list[dict[str, Any]] = []
 
     def add(self, step: str | None, field: str, msg: str, kind: str = "invalid") -> None:
-        loc = f"steps.{step}.{field}" if step else field
-        entry: dict[str, Any] = {"loc": loc.rstrip("."), "field": field, "msg": msg, "type": kind}
+        loc = (f"steps.{step}.{field}" if field != "(step)" else f"steps.{step}") if step else field
+        msg = msg.removeprefix("Value error, ")
+        entry: dict[str, Any] = {"loc": loc, "field": field, "msg": msg, "type": kind}
         if step:
             entry["step"] = step
         self.errors.append(entry)
@@ -80,7 +84,8 @@ def parse_definition(document: Any, name: str) -> Definition:
 
 def _schema_problems(exc: ValidationError, document: dict[str, Any]) -> Invalid:
     problems = Problems()
-    raw_steps = document.get("steps") if isinstance(document.get("steps"), list) else []
+    steps = document.get("steps")
+    raw_steps: list[Any] = steps if isinstance(steps, list) else []
     for e in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = list(e["loc"])
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
@@ -101,7 +106,13 @@ def _schema_problems(exc: ValidationError, document: dict[str, Any]) -> Invalid:
 
 def _union_tag(part: Any) -> bool:
     """Pydantic names union branches in a loc (``float``, ``str``): not a field."""
-    return part in ("float", "str", "int", "list[any]", "function-after[_timeout(), union[float,str]]")
+    return part in (
+        "float",
+        "str",
+        "int",
+        "list[any]",
+        "function-after[_timeout(), union[float,str]]",
+    )
 
 
 def check(definition: Definition) -> None:
@@ -114,6 +125,7 @@ def check(definition: Definition) -> None:
             problems.add(sid, "id", f"step id {sid!r} is used twice", "duplicate")
         seen.add(sid)
     known = set(ids)
+    _KNOWN.set(frozenset(known))
     for step in definition.steps:
         for i, dep in enumerate(step.depends_on):
             if dep not in known:
@@ -123,9 +135,7 @@ def check(definition: Definition) -> None:
     problems.raise_if_any()
     cycle = find_cycle(definition.steps)
     if cycle:
-        problems.add(
-            cycle[0], "depends_on", f"dependency cycle: {' -> '.join(cycle)}", "cycle"
-        )
+        problems.add(cycle[0], "depends_on", f"dependency cycle: {' -> '.join(cycle)}", "cycle")
         problems.raise_if_any()
     upstream = ancestors(definition.steps)
     for step in definition.steps:
@@ -134,13 +144,22 @@ def check(definition: Definition) -> None:
         base = f"triggers[{i}]"
         roots = {"event", "trigger"}
         if trigger.when is not None:
-            _check_expr(None, f"{base}.when", lambda: [expr.condition(trigger.when or "")],
-                        roots, None, problems)
-        _check_expr(None, f"{base}.params", lambda: _templates(trigger.params), roots, None,
-                    problems)
+            when = trigger.when
+            _check_expr(
+                None, f"{base}.when", lambda w=when: [expr.condition(w)], roots, None, problems
+            )
+        _check_expr(
+            None, f"{base}.params", lambda p=trigger.params: _templates(p), roots, None, problems
+        )
     _check_expr(None, "params", lambda: _templates(definition.params), set(), None, problems)
-    _check_expr(None, "output", lambda: _templates(definition.output), STEP_NAMES,
-                (None, set(ids)), problems)
+    _check_expr(
+        None,
+        "output",
+        lambda: _templates(definition.output),
+        STEP_NAMES,
+        (None, set(ids)),
+        problems,
+    )
     problems.raise_if_any()
 
 
@@ -154,52 +173,74 @@ def _check_step(step: Step, upstream: dict[str, set[str]], problems: Problems) -
         roots |= {"item", "index"}
     refs = (step.id, upstream[step.id])
     if step.when is not None:
-        _check_expr(step.id, "when", lambda: [expr.condition(step.when or "")],
-                    STEP_NAMES, refs, problems)
+        _check_expr(
+            step.id, "when", lambda: [expr.condition(step.when or "")], STEP_NAMES, refs, problems
+        )
     if step.for_each is not None:
         if isinstance(step.for_each, str):
-            _check_expr(step.id, "for_each", lambda: [expr.condition(str(step.for_each))],
-                        STEP_NAMES, refs, problems)
+            _check_expr(
+                step.id,
+                "for_each",
+                lambda: [expr.condition(str(step.for_each))],
+                STEP_NAMES,
+                refs,
+                problems,
+            )
         else:
-            _check_expr(step.id, "for_each", lambda: _templates(step.for_each), STEP_NAMES,
-                        refs, problems)
+            _check_expr(
+                step.id, "for_each", lambda: _templates(step.for_each), STEP_NAMES, refs, problems
+            )
     _check_action(step.id, "", step, roots, refs, problems)
     if step.on_failure is not None:
         # a compensation sees its own step's result (which may have failed) and the failure
         comp_refs = (step.id, upstream[step.id] | {step.id})
-        _check_action(step.id, "on_failure.", step.on_failure, roots | {"failure"}, comp_refs,
-                      problems)
+        _check_action(
+            step.id, "on_failure.", step.on_failure, roots | {"failure"}, comp_refs, problems
+        )
 
 
 def _check_action(
     step_id: str,
     prefix: str,
     action: Action,
-    roots: set[str],
+    roots: AbstractSet[str],
     refs: tuple[str | None, set[str]],
     problems: Problems,
 ) -> None:
     if action.call is not None:
-        _check_expr(step_id, f"{prefix}with", lambda: _templates(action.with_), roots, refs,
-                    problems)
+        _check_expr(
+            step_id, f"{prefix}with", lambda: _templates(action.with_), roots, refs, problems
+        )
     if action.publish is not None:
-        _check_expr(step_id, f"{prefix}payload", lambda: _templates(action.payload), roots,
-                    refs, problems)
+        _check_expr(
+            step_id, f"{prefix}payload", lambda: _templates(action.payload), roots, refs, problems
+        )
     if action.workflow is not None:
-        _check_expr(step_id, f"{prefix}workflow.params",
-                    lambda: _templates(action.workflow.params if action.workflow else {}),
-                    roots, refs, problems)
+        _check_expr(
+            step_id,
+            f"{prefix}workflow.params",
+            lambda: _templates(action.workflow.params if action.workflow else {}),
+            roots,
+            refs,
+            problems,
+        )
     if action.wait_event is not None and action.wait_event.match is not None:
         match = action.wait_event.match
-        _check_expr(step_id, f"{prefix}wait_event.match", lambda: [expr.condition(match)],
-                    roots | {"event"}, refs, problems)
+        _check_expr(
+            step_id,
+            f"{prefix}wait_event.match",
+            lambda: [expr.condition(match)],
+            roots | {"event"},
+            refs,
+            problems,
+        )
 
 
 def _check_expr(
     step_id: str | None,
     field: str,
     produce: Any,
-    roots: set[str],
+    roots: AbstractSet[str],
     refs: tuple[str | None, set[str]] | None,
     problems: Problems,
 ) -> None:
@@ -214,28 +255,36 @@ def _check_expr(
         if unknown:
             allowed = ", ".join(sorted(roots)) or "nothing (literal values only)"
             problems.add(
-                step_id, field,
+                step_id,
+                field,
                 f"{e.source.strip()!r} reads unknown name(s) {sorted(unknown)}; "
-                f"here it may read {allowed}", "unknown_name",
+                f"here it may read {allowed}",
+                "unknown_name",
             )
             continue
         if refs is None:
             continue
         owner, visible = refs
-        for ref, attr in e.step_refs():
+        for ref, attr in sorted(set(e.step_refs()), key=str):
             if ref not in visible:
-                if owner is not None and ref == owner:
+                if ref not in _KNOWN.get():
+                    msg = f"{e.source.strip()!r} reads steps.{ref}: there is no step {ref!r}"
+                elif owner is not None and ref == owner:
                     msg = f"step {owner!r} cannot read its own output"
                 elif owner is not None:
-                    msg = (f"{e.source.strip()!r} reads steps.{ref} but {ref!r} is not a step "
-                           f"this one depends on (directly or indirectly)")
+                    msg = (
+                        f"{e.source.strip()!r} reads steps.{ref} but {ref!r} is not a step "
+                        f"this one depends on (directly or indirectly)"
+                    )
                 else:
                     msg = f"{e.source.strip()!r} reads steps.{ref}, an unknown step"
                 problems.add(step_id, field, msg, "unknown_step_output")
             elif attr is not None and attr not in STEP_FIELDS:
                 problems.add(
-                    step_id, field,
-                    f"steps.{ref}.{attr}: a step has {sorted(STEP_FIELDS)}", "unknown_step_output",
+                    step_id,
+                    field,
+                    f"steps.{ref}.{attr}: a step has {sorted(STEP_FIELDS)}",
+                    "unknown_step_output",
                 )
 
 
@@ -250,7 +299,7 @@ def find_cycle(steps: list[Step]) -> list[str] | None:
         stack.append(node)
         for nxt in deps.get(node, []):
             if color.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if color.get(nxt) == 0:
                 found = visit(nxt)
                 if found:
