@@ -191,3 +191,26 @@ async def test_every_call_is_audited(nats_url, admin, service_name):
     record = next(a for a in seen if a["path"] == "/v1/catalog")
     assert record["key_id"] == "admin" and record["status"] == 200
     assert "test-admin-key" not in json.dumps(seen)
+
+
+async def test_discovery_stats_count_requests_and_errors(nats_url, admin, service_name):
+    """What `ccc services` shows: per-endpoint request and error counts from $SRV.STATS."""
+    import nats
+
+    from ccc.common.discovery import discover
+
+    async with running(build(service_name), nats_url):
+        await refresh_catalog()
+        for _ in range(3):
+            await admin.post(f"/v1/orchestrate/{service_name}/echo", json={"text": "x"})
+        await admin.post(f"/v1/orchestrate/{service_name}/echo", json={"text": 1})
+        await admin.get(f"/v1/{service_name}/items/missing")
+        nc = await nats.connect(nats_url)
+        catalog = await discover(nc, window=0.2, with_stats=True)
+        await nc.close()
+    mine = next(s for s in catalog if s.name == service_name)
+    echo = next(e for e in mine.endpoints if e.metadata["op"] == "echo")
+    item = next(e for e in mine.endpoints if e.metadata["op"] == "item.get")
+    assert (echo.requests, echo.errors) == (4, 1)
+    assert (item.requests, item.errors) == (1, 1)
+    assert echo.average_ms > 0
