@@ -22,8 +22,8 @@ from typing import Any
 
 from ccc.common import CCCError, Conflict, Context, Invalid, NotFound
 from ccc.common.state import Blobs, StateStore
-from nats.js.errors import ObjectNotFoundError
 
+from . import stores
 from .engines import Engine, Target
 from .models import (
     BackupView,
@@ -37,6 +37,7 @@ from .models import (
 )
 from .registry import resolve, runtime
 from .settings import settings
+from .stores import Store
 from .tools import HashingReader, HashingWriter, Process, ToolFailed, tool_error
 
 Downloaded = tuple[Path, str, int]
@@ -83,6 +84,7 @@ async def create_backup(req: CreateBackup, ctx: Context) -> BackupView:
     if database is not None and not await engine.database_exists(target, database):
         raise NotFound(f"database {database!r} does not exist on {req.server!r}")
     backup_id = uuid.uuid4().hex
+    _, location = stores.for_new_backup(await ctx.blobs())
     backup = BackupView(
         id=backup_id,
         server=req.server,
@@ -94,15 +96,16 @@ async def create_backup(req: CreateBackup, ctx: Context) -> BackupView:
         started_at=runtime.now(),
         schedule=req.schedule,
         operation=ctx.operation_id,
+        location=location,
     )
     await ctx.state.put(backup_key(backup_id), backup)
-    blobs = await ctx.blobs()
     started = time.perf_counter()
+    store = stores.for_record(await ctx.blobs(), backup.location)
     try:
-        sha, size, counts = await _dump_into(blobs, backup.object, engine, target, database, ctx)
+        sha, size, counts = await _dump_into(store, backup.object, engine, target, database, ctx)
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            await blobs.delete(backup.object)
+            await store.delete(backup.object)
         failed = backup.model_copy(
             update={
                 "status": "failed",
@@ -149,7 +152,7 @@ def _database_for(engine: Engine, database: str | None) -> str | None:
 
 
 async def _dump_into(
-    blobs: Blobs, name: str, engine: Engine, target: Target, database: str | None, ctx: Context
+    store: Store, name: str, engine: Engine, target: Target, database: str | None, ctx: Context
 ) -> tuple[str, int, dict[str, int]]:
     with workdir() as tmp:
         async with engine.dump(target, database, tmp) as plan:
@@ -159,7 +162,7 @@ async def _dump_into(
             reader = HashingReader(proc.proc.stdout)
             reporter = asyncio.create_task(_report(ctx, reader))
             try:
-                await blobs.store.put(name, reader)  # type: ignore[arg-type]
+                await store.put(name, reader)
                 rc = await proc.wait()
                 stderr = proc.stderr()
             finally:
@@ -179,15 +182,13 @@ async def _report(ctx: Context, reader: HashingReader) -> None:
 
 
 @contextlib.asynccontextmanager
-async def downloaded(blobs: Blobs, backup: BackupView, tmp: Path) -> AsyncIterator[Downloaded]:
+async def downloaded(store: Store, backup: BackupView, tmp: Path) -> AsyncIterator[Downloaded]:
     """The backup's object in a private file, with the SHA-256 and size actually read."""
     path = tmp / "backup.bin"
     f = await asyncio.to_thread(path.open, "wb")
     try:
         writer = HashingWriter(f)
-        await blobs.store.get(backup.object, writeinto=writer)  # type: ignore[arg-type]
-    except ObjectNotFoundError as exc:
-        raise NotFound(f"the object of backup {backup.id} is missing from the store") from exc
+        await store.get_into(backup.object, writer)
     finally:
         f.close()
     yield path, writer.sha256.hexdigest(), writer.size
@@ -205,7 +206,11 @@ async def restore_backup(req: RestoreBackup, ctx: Context) -> RestoreResult:
     blobs = await ctx.blobs()
     with workdir() as tmp:
         await ctx.progress(0.1, "downloading")
-        async with downloaded(blobs, backup, tmp) as (path, sha, size):
+        async with downloaded(stores.for_record(blobs, backup.location), backup, tmp) as (
+            path,
+            sha,
+            size,
+        ):
             if sha != backup.sha256 or size != backup.size_bytes:
                 raise Conflict(
                     f"backup {backup.id} is corrupt: SHA-256 {sha} ({size} bytes) does not match "
@@ -254,7 +259,11 @@ async def verify_backup(backup_id: str, ctx: Context) -> VerifyResult:
     error: str | None = None
     mismatches: list[str] = []
     with workdir() as tmp:
-        async with downloaded(blobs, backup, tmp) as (path, sha, size):
+        async with downloaded(stores.for_record(blobs, backup.location), backup, tmp) as (
+            path,
+            sha,
+            size,
+        ):
             checksum_ok = sha == backup.sha256 and size == backup.size_bytes
             if not checksum_ok:
                 mismatches.append(
@@ -291,7 +300,7 @@ async def verify_backup(backup_id: str, ctx: Context) -> VerifyResult:
 
 
 async def delete_backup(state: StateStore, blobs: Blobs, backup: BackupView) -> None:
-    await blobs.delete(backup.object)
+    await stores.for_record(blobs, backup.location).delete(backup.object)
     await state.delete(backup_key(backup.id))
 
 
@@ -307,7 +316,7 @@ async def reap_interrupted(state: StateStore, blobs: Blobs) -> list[str]:
         op = await state.get(f"operation.{backup.operation}") if backup.operation else None
         if op is not None and op.get("status") in ("running", "pending"):
             continue
-        await blobs.delete(backup.object)
+        await stores.for_record(blobs, backup.location).delete(backup.object)
         failed = backup.model_copy(
             update={
                 "status": "failed",

@@ -177,6 +177,9 @@ class BackupView(BaseModel):
     status: Literal["running", "succeeded", "failed"]
     format: str
     object: str
+    location: str = Field(
+        "nats", description="'nats' (JetStream object store) or s3://bucket/prefix"
+    )
     sha256: str = ""
     size_bytes: int = 0
     duration_s: float = 0.0

@@ -27,6 +27,11 @@ class DatabaseSettings(Settings):
     unset means ``PATH``."""
     scratch_dir: Path | None = None
     """Temporary space for verification (Redis RDB loads); unset means the system's."""
+    backup_url: str | None = None
+    """``s3://bucket/prefix`` sends new backups to S3; unset keeps them in the JetStream
+    object store."""
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, Ceph RGW, ...); unset means AWS."""
     cnpg_crd_dir: Path | None = None
     """Directory holding the CloudNativePG CRD files (``postgresql.cnpg.io_*.yaml``) to
     validate generated manifests against; unset uses the built-in constraints."""
