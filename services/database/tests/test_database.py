@@ -277,6 +277,10 @@ async def test_mariadb_provision_backup_restore_into_new_database(db: Any) -> No
     assert op["result"]["row_counts"] == {"people": 300}
     verified = await finish(db, await call(db, "backup.verify", {"id": backup["id"]}))
     assert verified["result"]["ok"] is True, verified["result"]
+    perf = await call(db, "performance", {"name": server})
+    assert perf["engine"] == "mariadb" and perf["connections"] >= 1
+    assert any(s["name"] == dbname for s in perf["sizes"])
+    assert perf["slow_queries_source"]  # performance_schema, or why not
     await call(db, "database.drop", {"server": server, "name": dbname})
 
 
@@ -313,6 +317,9 @@ async def test_redis_acl_user_and_rdb_backup_restore(db: Any, redis_port: int) -
     await admin.aclose()
     verified = await finish(db, await call(db, "backup.verify", {"id": backup["id"]}))
     assert verified["result"]["ok"] is True, verified["result"]
+    perf = await call(db, "performance", {"name": server})
+    assert perf["engine"] == "redis" and perf["extra"]["keys"] == 2
+    assert perf["slow_queries_source"] == "SLOWLOG"
 
 
 async def test_bad_input_is_refused_before_anything_runs(db: Any) -> None:
