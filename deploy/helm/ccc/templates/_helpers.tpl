@@ -94,6 +94,26 @@ its own events, and JetStream API calls scoped to the shared streams and its own
 object buckets. The gateway is the edge: it may request and publish events for any domain.
 Input: dict root, svc, domains (list of every service domain).
 */}}
+{{/* JetStream API subjects to own one stream (create, read, consume, ack). */}}
+{{- define "ccc.jsStream" -}}
+{{- $s := . -}}
+{{- list
+  (printf "$JS.API.STREAM.*.%s" $s) (printf "$JS.API.STREAM.MSG.*.%s" $s)
+  (printf "$JS.API.DIRECT.GET.%s" $s) (printf "$JS.API.DIRECT.GET.%s.>" $s)
+  (printf "$JS.API.CONSUMER.*.%s" $s) (printf "$JS.API.CONSUMER.*.%s.>" $s)
+  (printf "$JS.API.CONSUMER.DURABLE.CREATE.%s.>" $s) (printf "$JS.API.CONSUMER.MSG.NEXT.%s.>" $s)
+  (printf "$JS.ACK.%s.>" $s)
+  | toJson -}}
+{{- end -}}
+
+{{/*
+Subjects a service's NATS user may use. Each service subscribes only to its own request
+subjects, discovery and its inboxes; it publishes requests to other services, commands,
+its own events, and JetStream API calls scoped to the shared streams, its own KV and
+object buckets and the streams it declares (services.<name>.streams). The gateway is the
+edge: it may request and publish for any domain and follows lifecycle events.
+Input: dict root, svc, domains (list of every service domain).
+*/}}
 {{- define "ccc.natsPermissions" -}}
 {{- $d := .svc.domain -}}
 {{- $bucket := printf "ccc_%s" $d -}}
@@ -102,24 +122,21 @@ Input: dict root, svc, domains (list of every service domain).
   "$JS.API.STREAM.INFO.CCC_COMMANDS" "$JS.API.STREAM.CREATE.CCC_COMMANDS" "$JS.API.STREAM.UPDATE.CCC_COMMANDS"
   "$JS.API.STREAM.INFO.CCC_EVENTS" "$JS.API.STREAM.CREATE.CCC_EVENTS" "$JS.API.STREAM.UPDATE.CCC_EVENTS"
   (printf "$JS.API.CONSUMER.*.CCC_COMMANDS.%s" $d) (printf "$JS.API.CONSUMER.*.CCC_COMMANDS.%s.>" $d)
-  (printf "$JS.API.CONSUMER.MSG.NEXT.CCC_COMMANDS.%s" $d)
-  "$JS.API.CONSUMER.*.CCC_EVENTS" "$JS.API.CONSUMER.*.CCC_EVENTS.>" "$JS.API.CONSUMER.MSG.NEXT.CCC_EVENTS.>"
-  (printf "$JS.ACK.CCC_COMMANDS.%s.>" $d) "$JS.ACK.CCC_EVENTS.>" "$JS.FC.>"
-  (printf "$JS.API.STREAM.*.KV_%s" $bucket) (printf "$JS.API.STREAM.MSG.*.KV_%s" $bucket)
-  (printf "$JS.API.DIRECT.GET.KV_%s" $bucket) (printf "$JS.API.DIRECT.GET.KV_%s.>" $bucket)
-  (printf "$JS.API.CONSUMER.*.KV_%s" $bucket) (printf "$JS.API.CONSUMER.*.KV_%s.>" $bucket)
-  (printf "$JS.API.CONSUMER.MSG.NEXT.KV_%s.>" $bucket) (printf "$JS.ACK.KV_%s.>" $bucket)
-  (printf "$JS.API.STREAM.*.OBJ_%s" $bucket) (printf "$JS.API.STREAM.MSG.*.OBJ_%s" $bucket)
-  (printf "$JS.API.DIRECT.GET.OBJ_%s" $bucket) (printf "$JS.API.DIRECT.GET.OBJ_%s.>" $bucket)
-  (printf "$JS.API.CONSUMER.*.OBJ_%s" $bucket) (printf "$JS.API.CONSUMER.*.OBJ_%s.>" $bucket)
-  (printf "$JS.API.CONSUMER.MSG.NEXT.OBJ_%s.>" $bucket) (printf "$JS.ACK.OBJ_%s.>" $bucket)
+  (printf "$JS.API.CONSUMER.DURABLE.CREATE.CCC_COMMANDS.%s" $d)
+  (printf "$JS.API.CONSUMER.MSG.NEXT.CCC_COMMANDS.%s" $d) (printf "$JS.ACK.CCC_COMMANDS.%s.>" $d)
+  "$JS.API.CONSUMER.*.CCC_EVENTS" "$JS.API.CONSUMER.*.CCC_EVENTS.>"
+  "$JS.API.CONSUMER.DURABLE.CREATE.CCC_EVENTS.>" "$JS.API.CONSUMER.MSG.NEXT.CCC_EVENTS.>"
+  "$JS.ACK.CCC_EVENTS.>" "$JS.FC.>"
   (printf "$KV.%s.>" $bucket) (printf "$O.%s.>" $bucket)
 -}}
-{{- $pub := concat $js (list "ccc.cmd.>" (printf "ccc.evt.%s.>" $d) "$SRV.>" "_INBOX.>") -}}
+{{- range (concat (list (printf "KV_%s" $bucket) (printf "OBJ_%s" $bucket)) (default (list) .svc.streams)) -}}
+{{- $js = concat $js (include "ccc.jsStream" . | fromJsonArray) -}}
+{{- end -}}
+{{- $pub := concat $js (list "ccc.cmd.>" (printf "ccc.evt.%s.>" $d) (printf "ccc.%s.>" $d) "$SRV.>" "_INBOX.>") -}}
 {{- $sub := list (printf "ccc.%s.>" $d) "$SRV.PING" "$SRV.INFO" "$SRV.STATS" (printf "$SRV.*.%s" $d) (printf "$SRV.*.%s.>" $d) "_INBOX.>" -}}
 {{- if eq .svc.kind "http" -}}
-{{/* the edge: requests to every domain, events published on behalf of callers */}}
 {{- $pub = concat $pub (list "ccc.>" "$JS.API.STREAM.NAMES" "$JS.API.STREAM.MSG.GET.CCC_EVENTS") -}}
+{{- $sub = append $sub "ccc.evt.*.service.*" -}}
 {{- else -}}
 {{- range .domains -}}
 {{- if ne . $d -}}{{- $pub = append $pub (printf "ccc.%s.>" .) -}}{{- end -}}
