@@ -16,6 +16,7 @@ from typing import Any
 import aiomysql
 import asyncpg
 import httpx
+import pymysql
 import pytest
 import redis.asyncio as aioredis
 from ccc.common import BadRequest, Conflict, Invalid, Unavailable
@@ -281,6 +282,16 @@ async def test_mariadb_provision_backup_restore_into_new_database(db: Any) -> No
     assert perf["engine"] == "mariadb" and perf["connections"] >= 1
     assert any(s["name"] == dbname for s in perf["sizes"])
     assert perf["slow_queries_source"]  # performance_schema, or why not
+
+    # a lost password is replaced, never shown again: the old one stops working
+    fresh = await call(db, "password.reset", {"server": server, "name": dbname})
+    assert fresh["user"] == dbname and fresh["password"] != password
+    conn = await aiomysql.connect(
+        host="127.0.0.1", user=dbname, password=fresh["password"], db=dbname
+    )
+    conn.close()
+    with pytest.raises(pymysql.err.OperationalError):
+        await aiomysql.connect(host="127.0.0.1", user=dbname, password=password, db=dbname)
     await call(db, "database.drop", {"server": server, "name": dbname})
 
 

@@ -129,6 +129,12 @@ class ListByServer(BaseModel):
     server: Name
 
 
+class PasswordReset(BaseModel):
+    server: Name
+    name: Ident = Field(description="the database (or, for Redis, the ACL user)")
+    user: Ident | None = Field(None, description="a user of the database; its owner if omitted")
+
+
 class CreateRedisUser(BaseModel):
     server: Name
     name: Ident

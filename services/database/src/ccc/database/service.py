@@ -16,6 +16,7 @@ from ccc.common import CCCError, Conflict, Context, Invalid, NotFound, Service
 
 from . import backups, ha, metrics, schedules
 from .engines import ENGINES
+from .engines.base import generate_password
 from .engines.redis import Redis
 from .models import (
     DEFAULT_PORTS,
@@ -33,8 +34,10 @@ from .models import (
     DatabaseView,
     Deleted,
     Empty,
+    Health,
     ListByServer,
     MetricsText,
+    PasswordReset,
     Performance,
     PruneRequest,
     PruneResult,
@@ -115,21 +118,30 @@ async def get_server(req: ServerRef, ctx: Context) -> ServerView:
     try:
         health = await engine.health(target)
     except CCCError as exc:
-        from .models import Health
-
         health = Health(ok=False, error=exc.detail, checked_at=runtime.now())
-    record["health"] = health.model_dump(mode="json")
-    await ctx.state.put(server_key(req.name), record)
-    return view_of(record)
+    entry = await ctx.state.entry(server_key(req.name))
+    if entry is not None:  # record the health unless the server changed meanwhile
+        with contextlib.suppress(Conflict):
+            await ctx.state.update(
+                entry.key, {**entry.value, "health": health.model_dump(mode="json")}, entry.revision
+            )
+    return view_of({**record, "health": health.model_dump(mode="json")})
 
 
 @service.endpoint("server.delete", http="DELETE /v1/database/servers/{name}", roles=("admin",))
 async def delete_server(req: ServerRef, ctx: Context) -> Deleted:
-    """Forget a server (its databases and backups stay where they are)."""
+    """Forget a server that has no managed databases or Redis users left (its backups
+    stay, restorable once it is registered again)."""
     await load_server(ctx.state, req.name)
-    managed = await ctx.state.keys(f"database.{req.name}.")
+    managed = [
+        *await ctx.state.keys(f"database.{req.name}."),
+        *await ctx.state.keys(f"redisuser.{req.name}."),
+    ]
     if managed:
-        raise Conflict(f"server {req.name!r} still has managed databases: drop them first")
+        raise Conflict(
+            f"server {req.name!r} still has {len(managed)} managed databases or users: "
+            "drop them first"
+        )
     await ctx.state.delete(server_key(req.name))
     await ctx.emit("server.deleted", {"name": req.name})
     return Deleted(deleted=req.name)
@@ -230,6 +242,38 @@ async def drop_database(req: DatabaseRef, ctx: Context) -> Deleted:
     await ctx.state.delete(key)
     await ctx.emit("database.dropped", {"server": req.server, "name": req.name})
     return Deleted(deleted=f"{req.server}/{req.name}")
+
+
+@service.endpoint(
+    "password.reset",
+    http="POST /v1/database/servers/{server}/databases/{name}/password",
+    roles=("admin",),
+)
+async def reset_password(req: PasswordReset, ctx: Context) -> Credential:
+    """Give a managed user (database owner or grantee, or a Redis ACL user) a new generated
+    password, shown once: the way back when the first one was lost."""
+    _, target, engine = await resolve(ctx.state, req.server)
+    if isinstance(engine, Redis):
+        key, user = f"redisuser.{req.server}.{req.name}", req.name
+    else:
+        key, user = _database_key(req.server, req.name), req.user or ""
+    entry = await ctx.state.entry(key)
+    if entry is None:
+        raise NotFound(f"{req.name!r} on {req.server!r} is not managed by this service")
+    record = dict(entry.value)
+    user = user or record.get("owner", "")
+    access = "redis" if isinstance(engine, Redis) else record.get("access", {}).get(user)
+    if access is None:
+        raise NotFound(f"user {user!r} is not a managed user of {req.name!r}")
+    password = generate_password()
+    await engine.set_password(target, user, password)
+    if isinstance(engine, Redis):
+        record["password"] = runtime.vault.seal(password)
+    else:
+        record["passwords"] = {**record.get("passwords", {}), user: runtime.vault.seal(password)}
+    await ctx.state.put(key, record)
+    await ctx.emit("password.reset", {"server": req.server, "name": req.name, "user": user})
+    return Credential(user=user, password=password, access=access)
 
 
 @service.endpoint(

@@ -165,6 +165,10 @@ class MariaDB:
             for user in users:
                 await _all(conn, "drop user if exists %s@'%%'", (user,))
 
+    async def set_password(self, t: Target, user: str, password: str) -> None:
+        async with connect(t) as conn:
+            await _all(conn, "alter user %s@'%%' identified by %s", (user, password))
+
     async def ensure_database(self, t: Target, db: str, owner: str | None) -> bool:
         async with connect(t) as conn:
             if await _one(

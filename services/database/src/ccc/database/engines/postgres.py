@@ -149,6 +149,10 @@ class Postgres:
                         f"role {user!r} still owns objects elsewhere on {t.server!r}: {exc}"
                     ) from exc
 
+    async def set_password(self, t: Target, user: str, password: str) -> None:
+        async with connect(t) as conn:
+            await conn.execute(f"alter role {quote_ident(user)} password {quote_literal(password)}")
+
     async def ensure_database(self, t: Target, db: str, owner: str | None) -> bool:
         async with connect(t) as conn:
             if await conn.fetchval("select 1 from pg_database where datname=$1", db):

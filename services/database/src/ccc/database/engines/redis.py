@@ -131,6 +131,11 @@ class Redis:
             await _persist_acl(r)
         return password
 
+    async def set_password(self, t: Target, user: str, password: str) -> None:
+        async with connect(t) as r:
+            await command(r, "ACL", "SETUSER", user, "resetpass", f">{password}")
+            await _persist_acl(r)
+
     async def drop_user(self, t: Target, name: str) -> None:
         async with connect(t) as r:
             await command(r, "ACL", "DELUSER", name)
