@@ -66,6 +66,19 @@ def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, text=True, **kw)
 
 
+def lock_in_sync(deps: list[dict[str, Any]]) -> list[str]:
+    """Chart.lock pins exactly Chart.yaml's dependencies (helm checks the digest on build)."""
+    lock_file = CHART / "Chart.lock"
+    if not lock_file.exists():
+        return ["Chart.lock is missing: run `helm dependency update deploy/helm/ccc`"]
+    locked = yaml.safe_load(lock_file.read_text()).get("dependencies") or []
+    want = sorted((d["name"], str(d["version"]), d["repository"]) for d in deps)
+    have = sorted((d["name"], str(d["version"]), d["repository"]) for d in locked)
+    if want != have:
+        return [f"Chart.lock {have} does not match Chart.yaml {want}: run helm dependency update"]
+    return []
+
+
 def prepare_chart(workdir: Path) -> tuple[Path, bool]:
     """The chart to check, and whether its subcharts are in it."""
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
@@ -160,7 +173,9 @@ def main() -> int:
     tools = Path(args.bin)
     OUT.mkdir(parents=True, exist_ok=True)
     chart, full = prepare_chart(OUT)
-    failures: list[str] = []
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    failures: list[str] = lock_in_sync(meta.get("dependencies") or [])
+    print("Chart.lock:", failures[0] if failures else "pins exactly the dependencies of Chart.yaml")
 
     for values in ([], ["-f", str(CHART / "values-talos.yaml")]):
         if run([args.helm, "lint", "--strict", str(chart), *values]).returncode:
