@@ -3,6 +3,7 @@ private redis-server, over a real NATS bus (and once through the real gateway)."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -456,6 +457,42 @@ async def test_performance_and_metrics(db: Any) -> None:
     assert any(s["name"] == "postgres" for s in perf["sizes"])
     text = (await call(db, "metrics"))["text"]
     assert f'ccc_database_connections{{engine="postgres",server="{server}"}}' in text
+
+    # a session waiting on a lock shows up, with the pid that blocks it
+    dbname = f"locks_{RUN}"
+    await call(db, "database.create", {"server": server, "name": dbname})
+    holder = await asyncpg.connect(host="127.0.0.1", user="postgres", database=dbname)
+    waiter = await asyncpg.connect(host="127.0.0.1", user="postgres", database=dbname)
+    await holder.execute("create table accounts (id int)")
+    tx = holder.transaction()
+    await tx.start()
+    await holder.execute("lock table accounts in access exclusive mode")
+    blocked = asyncio.create_task(waiter.fetchval("select count(*) from accounts"))
+    try:
+        locks: list[dict[str, Any]] = []
+
+        async def waiting() -> bool:
+            nonlocal locks
+            locks = (await call(db, "performance", {"name": server}))["locks"]
+            return any(lk["relation"] == f"{dbname}.accounts" for lk in locks)
+
+        await wait_until(waiting, timeout=10, interval=0.1)
+        lock = next(lk for lk in locks if lk["relation"] == f"{dbname}.accounts")
+        assert lock["waiting_for"] == str(holder.get_server_pid())
+        assert lock["mode"] == "AccessShareLock"
+    finally:
+        await tx.rollback()
+        await blocked
+        await holder.close()
+        await waiter.close()
+    text = (await call(db, "metrics"))["text"]
+    assert f'ccc_database_lock_waits{{engine="postgres",server="{server}"}}' in text
+    await call(db, "database.drop", {"server": server, "name": dbname})
+    # the server refuses a reserved role name: 422 with its reason, nothing left behind
+    with pytest.raises(Invalid) as err:
+        await call(db, "database.create", {"server": server, "name": f"r_{RUN}", "owner": "pg_x"})
+    assert "reserved" in err.value.detail
+    assert await db.state.get(f"database.{server}.r_{RUN}") is None
 
 
 async def test_through_the_gateway(db: Any, gateway: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiomysql
 import pymysql
-from ccc.common import BadRequest, Conflict, Internal, NotFound, Unavailable
+from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavailable
 
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery
 from ..settings import settings
@@ -150,12 +150,14 @@ class MariaDB:
                     }[access]
                     await _all(conn, f"grant {privs} on {quote_ident(db)}.* to %s@'%%'", (user,))
                     creds.append(Credential(user=user, password=password, access=access))
-            except BaseException:
+            except BaseException as exc:
                 for user in created:
                     with contextlib.suppress(Exception):
                         await _all(conn, "drop user if exists %s@'%%'", (user,))
                 with contextlib.suppress(Exception):
                     await _all(conn, f"drop database if exists {quote_ident(db)}")
+                if isinstance(exc, pymysql.err.MySQLError):
+                    raise Invalid(f"{t.server!r} refused to provision {db!r}: {exc}") from exc
                 raise
         return creds
 

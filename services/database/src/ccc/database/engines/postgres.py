@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-from ccc.common import BadRequest, Conflict, Internal, NotFound, Unavailable
+from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavailable
 
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery
 from ..settings import settings
@@ -125,17 +125,19 @@ class Postgres:
                     await conn.execute(
                         f"grant connect on database {quote_ident(db)} to {quote_ident(g.user)}"
                     )
-            except BaseException:
+                if grants:
+                    async with connect(t, db) as in_db:
+                        for g in grants:
+                            await in_db.execute(_grant_sql(owner, g))
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
-                    await conn.execute(f"drop database if exists {quote_ident(db)}")
+                    await conn.execute(f"drop database if exists {quote_ident(db)} with (force)")
                 for user in created_roles:
                     with contextlib.suppress(Exception):
                         await conn.execute(f"drop role if exists {quote_ident(user)}")
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise Invalid(f"{t.server!r} refused to provision {db!r}: {exc}") from exc
                 raise
-        if grants:
-            async with connect(t, db) as conn:
-                for g in grants:
-                    await conn.execute(_grant_sql(owner, g))
         return creds
 
     async def drop_database(self, t: Target, db: str, users: list[str]) -> None:
@@ -242,20 +244,22 @@ class Postgres:
                 )
             ]
             slow, source = await _slow_queries(conn)
+            waits = await conn.fetch(
+                "select l.pid, l.mode, l.relation, d.datname, "
+                "pg_blocking_pids(l.pid) as blocked_by, a.query "
+                "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
+                "left join pg_database d on d.oid = l.database where not l.granted"
+            )
+            names = await _relation_names(t, waits)
             locks = [
                 LockWait(
                     pid=r["pid"],
                     mode=r["mode"],
-                    relation=r["relation"],
+                    relation=names.get((r["datname"], r["relation"])),
                     waiting_for=",".join(str(p) for p in r["blocked_by"]) or None,
                     query=(r["query"] or "")[:500],
                 )
-                for r in await conn.fetch(
-                    "select l.pid, l.mode, l.relation::regclass::text as relation, "
-                    "pg_blocking_pids(l.pid) as blocked_by, a.query "
-                    "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
-                    "where not l.granted"
-                )
+                for r in waits
             ]
             extra = dict(
                 await conn.fetchrow(
@@ -306,6 +310,26 @@ async def _count_rows(conn: asyncpg.Connection) -> dict[str, int]:
             f"select count(*) from {name}"
         )
     return counts
+
+
+async def _relation_names(
+    t: Target, waits: list[asyncpg.Record]
+) -> dict[tuple[str | None, int | None], str]:
+    """Relation OIDs resolve only inside their own database: ask each one once."""
+    names: dict[tuple[str | None, int | None], str] = {}
+    by_db: dict[str, set[int]] = {}
+    for r in waits:
+        if r["relation"] is not None and r["datname"] is not None:
+            by_db.setdefault(r["datname"], set()).add(r["relation"])
+    for datname, oids in by_db.items():
+        try:
+            async with connect(t, datname) as conn:
+                for oid in oids:
+                    name = await conn.fetchval("select $1::oid::regclass::text", oid)
+                    names[(datname, oid)] = f"{datname}.{name}"
+        except (NotFound, asyncpg.PostgresError):
+            continue
+    return names
 
 
 async def _slow_queries(conn: asyncpg.Connection) -> tuple[list[SlowQuery], str]:
