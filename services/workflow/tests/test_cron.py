@@ -21,11 +21,20 @@ async def test_cron_fires_at_nine_in_paris_once_per_day(nats_url: str, wftarget:
     async with running(service, nats_url):
         bus = service.bus
         name = unique("cron")
-        await put(bus, name, {
-            "triggers": [{"cron": "0 9 * * *", "timezone": "Europe/Paris",
-                          "params": {"at": "${{ trigger.scheduled_at }}"}}],
-            "steps": [{"id": "a", "call": "wftarget.echo", "with": {"at": "${{ params.at }}"}}],
-        })
+        await put(
+            bus,
+            name,
+            {
+                "triggers": [
+                    {
+                        "cron": "0 9 * * *",
+                        "timezone": "Europe/Paris",
+                        "params": {"at": "${{ trigger.scheduled_at }}"},
+                    }
+                ],
+                "steps": [{"id": "a", "call": "wftarget.echo", "with": {"at": "${{ params.at }}"}}],
+            },
+        )
 
         async def runs() -> list[dict[str, object]]:
             page = await bus.call("workflow.run.list", {"workflow": name})

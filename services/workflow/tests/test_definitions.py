@@ -23,11 +23,20 @@ async def refused(wf: Service, definition: dict[str, object] | str) -> Invalid:
 
 
 async def test_invalid_field_is_named_with_its_step(wf: Service) -> None:
-    err = await refused(wf, {"steps": [
-        {"id": "fetch", "call": "inventory.get"},
-        {"id": "charge", "call": "billing.charge", "depends_on": ["fetch"],
-         "retry": {"max_attempts": 0}},
-    ]})
+    err = await refused(
+        wf,
+        {
+            "steps": [
+                {"id": "fetch", "call": "inventory.get"},
+                {
+                    "id": "charge",
+                    "call": "billing.charge",
+                    "depends_on": ["fetch"],
+                    "retry": {"max_attempts": 0},
+                },
+            ]
+        },
+    )
     assert err.status == 422
     assert err.errors and err.errors[0]["step"] == "charge"
     assert err.errors[0]["field"] == "retry.max_attempts"
@@ -44,32 +53,57 @@ async def test_a_step_with_two_kinds_or_a_typo_is_refused(wf: Service) -> None:
 
 
 async def test_a_cycle_is_refused_with_the_cycle_named(wf: Service) -> None:
-    err = await refused(wf, {"steps": [
-        {"id": "a", "call": "x.y", "depends_on": ["c"]},
-        {"id": "b", "call": "x.y", "depends_on": ["a"]},
-        {"id": "c", "call": "x.y", "depends_on": ["b"]},
-        {"id": "d", "call": "x.y"},
-    ]})
+    err = await refused(
+        wf,
+        {
+            "steps": [
+                {"id": "a", "call": "x.y", "depends_on": ["c"]},
+                {"id": "b", "call": "x.y", "depends_on": ["a"]},
+                {"id": "c", "call": "x.y", "depends_on": ["b"]},
+                {"id": "d", "call": "x.y"},
+            ]
+        },
+    )
     assert "dependency cycle: a -> c -> b -> a" in err.detail
     assert err.errors and err.errors[0]["type"] == "cycle"
 
 
 async def test_unknown_step_output_reference_is_refused(wf: Service) -> None:
-    err = await refused(wf, {"steps": [
-        {"id": "a", "call": "x.y"},
-        {"id": "b", "call": "x.y", "depends_on": ["a"], "with": {"v": "${{ steps.zz.output }}"}},
-    ]})
+    err = await refused(
+        wf,
+        {
+            "steps": [
+                {"id": "a", "call": "x.y"},
+                {
+                    "id": "b",
+                    "call": "x.y",
+                    "depends_on": ["a"],
+                    "with": {"v": "${{ steps.zz.output }}"},
+                },
+            ]
+        },
+    )
     assert err.errors and err.errors[0]["step"] == "b" and err.errors[0]["field"] == "with"
     assert "there is no step 'zz'" in err.errors[0]["msg"]
-    err = await refused(wf, {"steps": [
-        {"id": "a", "call": "x.y"},
-        {"id": "b", "call": "x.y", "when": "steps.a.output.ok"},
-    ]})
+    err = await refused(
+        wf,
+        {
+            "steps": [
+                {"id": "a", "call": "x.y"},
+                {"id": "b", "call": "x.y", "when": "steps.a.output.ok"},
+            ]
+        },
+    )
     assert "not a step this one depends on" in err.detail
-    err = await refused(wf, {"steps": [
-        {"id": "a", "call": "x.y"},
-        {"id": "b", "call": "x.y", "depends_on": ["a"], "when": "steps.a.outptu.ok"},
-    ]})
+    err = await refused(
+        wf,
+        {
+            "steps": [
+                {"id": "a", "call": "x.y"},
+                {"id": "b", "call": "x.y", "depends_on": ["a"], "when": "steps.a.outptu.ok"},
+            ]
+        },
+    )
     assert err.errors and err.errors[0]["type"] == "unknown_step_output"
 
 
@@ -85,8 +119,13 @@ async def test_unsafe_or_broken_expressions_are_refused(wf: Service) -> None:
 async def test_bad_yaml_and_bad_triggers(wf: Service) -> None:
     err = await refused(wf, "steps:\n  - id: a\n   call: x.y\n")
     assert "at line 3, column 4" in err.detail
-    err = await refused(wf, {"triggers": [{"cron": "* * * * *", "timezone": "Mars/Olympus"}],
-                             "steps": [{"id": "a", "call": "x.y"}]})
+    err = await refused(
+        wf,
+        {
+            "triggers": [{"cron": "* * * * *", "timezone": "Mars/Olympus"}],
+            "steps": [{"id": "a", "call": "x.y"}],
+        },
+    )
     assert "unknown time zone 'Mars/Olympus'" in err.detail
 
 
@@ -105,8 +144,10 @@ async def test_yaml_source_is_accepted_and_nothing_is_stored_on_error(wf: Servic
     view = await wf.bus.call("workflow.definition.put", {"name": name, "source": source})
     assert view["version"] == 1 and view["definition"]["steps"][1]["delay"] == 0.01
     with pytest.raises(Invalid):
-        await wf.bus.call("workflow.definition.put",
-                          {"name": name, "source": source + "    retry: {max_attempts: -1}\n"})
+        await wf.bus.call(
+            "workflow.definition.put",
+            {"name": name, "source": source + "    retry: {max_attempts: -1}\n"},
+        )
     latest = await wf.bus.call("workflow.definition.get", {"name": name})
     assert latest["version"] == 1
 
@@ -117,10 +158,20 @@ async def test_starting_an_unknown_workflow_is_404(wf: Service) -> None:
 
 
 async def test_validate_returns_the_waves(wf: Service) -> None:
-    result = await wf.bus.call("workflow.definition.validate", {"name": "v", "definition": {
-        "steps": [{"id": "a", "call": "x.y"}, {"id": "b", "call": "x.y", "depends_on": ["a"]},
-                  {"id": "c", "call": "x.y", "depends_on": ["a"]},
-                  {"id": "d", "call": "x.y", "depends_on": ["b", "c"]}]}})
+    result = await wf.bus.call(
+        "workflow.definition.validate",
+        {
+            "name": "v",
+            "definition": {
+                "steps": [
+                    {"id": "a", "call": "x.y"},
+                    {"id": "b", "call": "x.y", "depends_on": ["a"]},
+                    {"id": "c", "call": "x.y", "depends_on": ["a"]},
+                    {"id": "d", "call": "x.y", "depends_on": ["b", "c"]},
+                ]
+            },
+        },
+    )
     assert result["order"] == [["a"], ["b", "c"], ["d"]]
 
 

@@ -39,28 +39,43 @@ async def test_kill_9_mid_run_and_another_instance_finishes_it(
     bus = target_service.bus
     env = {"CCC_NATS_URL": nats_url, "CCC_WORKFLOW_LEASE": "1.5", "CCC_LOG_JSON": "false"}
     args = ["-m", "ccc.workflow"]
-    with subprocess_service(args, env=env, log=tmp_path / "first.log") as first:
-        await wait_until(lambda: _count_at_least(bus, 1), timeout=20, interval=0.2)
+    with (
+        subprocess_service(args, env=env, log=tmp_path / "a.log") as a,
+        subprocess_service(args, env=env, log=tmp_path / "b.log") as b,
+    ):
+        await wait_until(lambda: _count_at_least(bus, 2), timeout=20, interval=0.2)
         name = unique("kill")
-        await put(bus, name, {"steps": [
-            {"id": f"s{i}", "call": "wftarget.effect", "with": {"n": i, "sleep": 0.4},
-             **({"depends_on": [f"s{i - 1}"]} if i > 1 else {})}
-            for i in range(1, STEPS + 1)
-        ]})
+        await put(
+            bus,
+            name,
+            {
+                "steps": [
+                    {
+                        "id": f"s{i}",
+                        "call": "wftarget.effect",
+                        "with": {"n": i, "sleep": 0.4},
+                        **({"depends_on": [f"s{i - 1}"]} if i > 1 else {}),
+                    }
+                    for i in range(1, STEPS + 1)
+                ]
+            },
+        )
         run = await bus.call("workflow.run.start", {"name": name})
         run_id = run["id"]
         keys = [f"{run_id}/s{i}" for i in range(1, STEPS + 1)]
-        with subprocess_service(args, env=env, log=tmp_path / "second.log") as second:
-            await wait_until(lambda: _count_at_least(bus, 2), timeout=20, interval=0.2)
-            await wait_until(lambda: wftarget.effects[keys[2]] == 1, timeout=20)
-            # the second instance was sweeping all along: it never took a live run
-            assert all(wftarget.calls[k] == 1 for k in keys[:3])
-            first.kill()  # SIGKILL: no drain, no lease release
-            killed_at = time.time()
-            assert first.wait(5) == -9
-            done = await finished(bus, run_id, timeout=30)
-            assert second.poll() is None
-            history = await bus.call("workflow.run.history", {"run_id": run_id})
+        await wait_until(lambda: wftarget.effects[keys[1]] == 1, timeout=20)
+        # the other instance was sweeping all along: it never took a live run
+        assert all(wftarget.calls[k] == 1 for k in keys[:2])
+        kv = await bus.js.key_value("ccc_workflow")
+        owner = json.loads((await kv.get(f"lease.{run_id}")).value or b"{}")["owner"]
+        victim, survivor = (a, b) if f"-{a.pid}-" in owner else (b, a)
+        assert f"-{victim.pid}-" in owner
+        victim.kill()  # SIGKILL: no drain, no lease release
+        killed_at = time.time()
+        assert victim.wait(5) == -9
+        done = await finished(bus, run_id, timeout=30)
+        assert survivor.poll() is None
+        history = await bus.call("workflow.run.history", {"run_id": run_id})
     assert done["status"] == "succeeded", done
     assert done["resumed"] == 1
     assert [wftarget.effects[k] for k in keys] == [1] * STEPS
