@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ccc.ai.streaming import read_stream
 from ccc.common.bus import Bus
 
@@ -45,13 +43,10 @@ async def test_litellm_provider_chat_stream_and_fallback(nats_url: str, fake) ->
     }
     async with ai_instance(nats_url, config) as svc:
         bus = Bus(svc.nc)
-        started = time.perf_counter()
         answer = await bus.call("ai.chat", chat("via-litellm"))
-        took = time.perf_counter() - started
         assert answer["choices"][0]["message"]["content"].startswith(f"Hello from {good}")
         assert answer["usage"]["completion_tokens"] == 8
-        assert took < 1.0, f"litellm fallback took {took:.2f}s (its own retries must be off)"
-        assert down.calls == 1  # no retry of the failing deployment
+        assert down.calls == 1  # litellm's own retries are off: no second try of the failing one
 
         chunks = [c async for c in read_stream(bus, "ccc.ai.chat", chat("via-litellm"))]
         text = "".join(
