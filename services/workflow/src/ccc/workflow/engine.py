@@ -442,7 +442,9 @@ class RunActor:
                     now,
                     None,
                 )
-                self.record_event(f"{where}.succeeded", step=step_id, index=index, attempt=attempt)
+                self.record_event(
+                    f"{_label(where)}.succeeded", step=step_id, index=index, attempt=attempt
+                )
             else:
                 self.tasks.pop((f"{where}:{step_id}", index), None)
                 reason, retryable = rest
@@ -462,7 +464,11 @@ class RunActor:
                 else:
                     inst.status, inst.error, inst.finished_at = "failed", reason, now
                     self.record_event(
-                        f"{where}.failed", step=step_id, index=index, attempt=attempt, error=reason
+                        f"{_label(where)}.failed",
+                        step=step_id,
+                        index=index,
+                        attempt=attempt,
+                        error=reason,
                     )
 
     def _may_retry(self, where: str) -> bool:
@@ -914,6 +920,11 @@ class RunActor:
         if self.cancel_requested is not None:
             with contextlib.suppress(Exception):
                 await self.engine.state.delete(cancel_key(run.id))
+
+
+def _label(where: str) -> str:
+    """History names: one step's tries are ``attempt.*``, compensations ``compensation.*``."""
+    return "attempt" if where == "step" else "compensation"
 
 
 def dumps(value: Any) -> str:
