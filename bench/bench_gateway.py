@@ -53,6 +53,15 @@ def wait_port(port: int) -> None:
 async def bus_load(url: str, subject: str, total: int, in_flight: int) -> dict[str, float]:
     nc = await nats.connect(url)
     payload = BODY.encode()
+    deadline = time.monotonic() + 30
+    while True:  # wait until the target answers (it may still be starting)
+        try:
+            await nc.request(subject, payload, timeout=1)
+            break
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
     for _ in range(200):  # warm-up
         await nc.request(subject, payload, timeout=5)
     latencies: list[float] = []

@@ -63,13 +63,14 @@ class Context:
         headers: Mapping[str, str] | None,
         progress: ProgressSink | None = None,
         operation_id: str | None = None,
+        caller: Caller | None = None,
     ) -> None:
         self.domain = domain
         self.bus = bus
         self.state = state
         self._blobs = blobs
         self.headers: Mapping[str, str] = headers or {}
-        self.caller = Caller.from_headers(headers)
+        self.caller = caller or Caller.from_headers(headers)
         self._progress = progress
         self.operation_id = operation_id
 

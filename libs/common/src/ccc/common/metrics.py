@@ -13,7 +13,7 @@ LATENCY = Histogram(
     ["service", "endpoint"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-IN_FLIGHT = Gauge("ccc_in_flight", "Requests being handled now", ["service"])
+IN_FLIGHT = Gauge("ccc_in_flight", "Requests and commands being handled now", ["service"])
 COMMANDS = Counter("ccc_commands_total", "Durable commands handled", ["service", "outcome"])
 OPERATIONS = Counter("ccc_operations_total", "Operations finished", ["service", "status"])
 
@@ -26,7 +26,6 @@ class EndpointMetrics:
     def __init__(self, service: str, endpoint: str) -> None:
         self.service = service
         self.endpoint = endpoint
-        self.in_flight = IN_FLIGHT.labels(service)
         self.latency = LATENCY.labels(service, endpoint)
         self._by_status: dict[int, Counter] = {}
 

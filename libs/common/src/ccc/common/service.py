@@ -33,14 +33,14 @@ from nats.micro.service import Service as MicroService
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import subjects, tracing
+from . import eager, subjects, tracing
 from .bus import Bus, connect, ensure_streams
 from .context import Caller, Context, ProgressSink
 from .contracts.operations import Operation, OperationGet, OperationList, OperationPage
 from .endpoint import EndpointSpec, Handler, build_spec
 from .errors import CCCError, Forbidden, Internal, NotFound, Timeout
 from .logs import setup_logging
-from .metrics import COMMANDS, EndpointMetrics, serve_metrics
+from .metrics import COMMANDS, IN_FLIGHT, EndpointMetrics, serve_metrics
 from .operations import Operations
 from .settings import Settings
 from .slots import Slots
@@ -77,6 +77,7 @@ class Service:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._expired: set[asyncio.Task[None]] = set()
         self._micro: MicroService | None = None
         self._micro_endpoints: dict[str, Any] = {}
         self._blobs: Blobs | None = None
@@ -198,6 +199,7 @@ class Service:
             )
         self._micro_endpoints = {ep._name: ep for ep in self._micro._endpoints}
         self._metrics = {op: EndpointMetrics(self.name, op) for op in self.specs}
+        IN_FLIGHT.labels(self.name).set_function(lambda: self._slots.busy)
 
         from .commands import CommandConsumer
 
@@ -272,22 +274,26 @@ class Service:
     def _dispatcher(self, spec: EndpointSpec) -> Callable[[Request], Awaitable[None]]:
         async def dispatch(request: Request) -> None:
             await self._slots.acquire()
-            task = asyncio.create_task(self._serve(spec, request._msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._release)
+            task = eager.start(self._serve(spec, request._msg), self._slots.release)
+            if task is not None:  # it waits on something: now it needs a deadline
+                self._tasks.add(task)
+                expiry = asyncio.get_running_loop().call_later(spec.timeout, self._expire, task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _t: expiry.cancel())
 
         return dispatch
 
-    def _release(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+    def _expire(self, task: asyncio.Task[None]) -> None:
+        """A request outlived its endpoint's timeout: cancel it; it answers 504."""
+        self._expired.add(task)
+        task.add_done_callback(self._expired.discard)
+        task.cancel()
 
     async def _serve(self, spec: EndpointSpec, msg: Msg) -> None:
         started = time.perf_counter()
         headers = msg.headers
         status = 200
         metrics = self._metrics[spec.op]
-        metrics.in_flight.inc()
         with tracing.server_span(spec.subject, headers) as span:
             try:
                 body, status = await self._execute(spec, msg.data, headers, span)
@@ -299,7 +305,6 @@ class Service:
             if msg.reply:
                 await self.nc.publish(msg.reply, body, headers=reply_headers)
         elapsed = time.perf_counter() - started
-        metrics.in_flight.dec()
         metrics.count(status)
         metrics.latency.observe(elapsed)
         ep = self._micro_endpoints.get(spec.name)
@@ -334,23 +339,30 @@ class Service:
                     correlation_id=correlation_id,
                 )
                 return record.model_dump_json().encode(), 202
-            ctx = self._context(headers)
-            async with asyncio.timeout(spec.timeout):
-                result = await spec.handler(request, ctx)
+            ctx = self._context(headers, caller)
+            result = await spec.handler(request, ctx)
             return spec.dump(result), 200
         except CCCError:
             raise
-        except TimeoutError as exc:
-            raise Timeout(f"{self.name}.{spec.op} took longer than {spec.timeout}s") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task in self._expired:
+                raise Timeout(f"{self.name}.{spec.op} took longer than {spec.timeout}s") from None
+            raise
         except Exception as exc:
             log.exception("%s.%s failed", self.name, spec.op)
             span.record_exception(exc)
             trace_id = tracing.current_trace_id()
             raise Internal(f"{self.name}.{spec.op} failed unexpectedly (trace {trace_id})") from exc
 
-    def _context(self, headers: dict[str, str] | None) -> Context:
+    def _context(self, headers: dict[str, str] | None, caller: Caller) -> Context:
         return Context(
-            domain=self.name, bus=self.bus, state=self.state, blobs=self.blobs, headers=headers
+            domain=self.name,
+            bus=self.bus,
+            state=self.state,
+            blobs=self.blobs,
+            headers=headers,
+            caller=caller,
         )
 
     def _operation_context(
@@ -389,9 +401,13 @@ class Service:
             try:
                 if spec is None:
                     raise NotFound(f"{self.name} has no endpoint {op!r}")
-                body, status = await self._execute(
-                    spec, msg.data, headers, span, correlation_id=correlation_id
-                )
+                try:
+                    async with asyncio.timeout(spec.timeout):
+                        body, status = await self._execute(
+                            spec, msg.data, headers, span, correlation_id=correlation_id
+                        )
+                except TimeoutError as exc:
+                    raise Timeout(f"{self.name}.{op} took longer than {spec.timeout}s") from exc
             except CCCError as exc:
                 if exc.status >= 500 and meta.num_delivered < self.settings.command_max_deliver:
                     COMMANDS.labels(self.name, "retried").inc()
