@@ -21,17 +21,29 @@ async def test_watch_follows_a_live_run_to_its_end(
     nats_url: str, wf: Service, wftarget: Target
 ) -> None:
     name = unique("watched")
-    await put(wf.bus, name, {"steps": [
-        {"id": "build", "call": "wftarget.echo"},
-        {"id": "gate", "approval": {"prompt": "go?"}, "depends_on": ["build"]},
-        {"id": "skip_me", "call": "wftarget.echo", "when": "false", "depends_on": ["gate"]},
-        {"id": "deploy", "call": "wftarget.flaky", "depends_on": ["gate"],
-         "with": {"fail_times": 1}, "retry": {"max_attempts": 2, "backoff": 0.01}},
-    ]})
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "build", "call": "wftarget.echo"},
+                {"id": "gate", "approval": {"prompt": "go?"}, "depends_on": ["build"]},
+                {"id": "skip_me", "call": "wftarget.echo", "when": "false", "depends_on": ["gate"]},
+                {
+                    "id": "deploy",
+                    "call": "wftarget.flaky",
+                    "depends_on": ["gate"],
+                    "with": {"fail_times": 1},
+                    "retry": {"max_attempts": 2, "backoff": 0.01},
+                },
+            ]
+        },
+    )
     run_id = await start(wf.bus, name)
     console, out = _console()
-    watcher = asyncio.create_task(watch_async(run_id, nats_url=nats_url, console=console,
-                                              timeout=15))
+    watcher = asyncio.create_task(
+        watch_async(run_id, nats_url=nats_url, console=console, timeout=15)
+    )
     await asyncio.sleep(0.5)
     assert not watcher.done()
     await wf.bus.call("workflow.run.approve", {"run_id": run_id, "step": "gate"})

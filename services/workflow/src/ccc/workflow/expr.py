@@ -231,6 +231,11 @@ def parse(source: str) -> Expression:
         if not isinstance(node, _ALLOWED):
             raise ExpressionError(f"{text!r}: {type(node).__name__} is not allowed")
         if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute):
+                raise ExpressionError(
+                    f"{text!r}: method calls are not allowed; write "
+                    f"{node.func.attr}(value, ...) instead of value.{node.func.attr}(...)"
+                )
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                 what = node.func.id if isinstance(node.func, ast.Name) else "this"
                 raise ExpressionError(
