@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from ccc.common import BadRequest, Conflict, Invalid, Unavailable
 from ccc.common.natsserver import free_port
-from ccc.common.testing import running, wait_until
+from ccc.common.testing import refresh_catalog, running, wait_until
 from ccc.database import schedules
 from ccc.database.registry import runtime
 from ccc.database.service import service
@@ -496,8 +496,6 @@ async def test_performance_and_metrics(db: Any) -> None:
 
 
 async def test_through_the_gateway(db: Any, gateway: dict[str, str]) -> None:
-    from conftest import refresh_catalog
-
     await refresh_catalog()
     auth = {"Authorization": f"Bearer {gateway['admin_key']}"}
     async with httpx.AsyncClient(base_url=gateway["url"], headers=auth, timeout=30) as http:
