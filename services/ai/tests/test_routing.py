@@ -152,3 +152,29 @@ async def test_provider_qualified_name_pins_one_provider(nats_url: str, fake) ->
             answer = await bus.call("ai.chat", chat(f"{two}/m"))
             assert answer["system_fingerprint"] == f"fp_{two}"
     assert first.calls == 0 and second.calls == 5
+
+
+async def test_latency_routing_prefers_the_faster_provider(nats_url: str, fake) -> None:
+    slow_name, fast_name = unique("slow"), unique("fast")
+    slow, slow_url = await fake(slow_name, ["m"], delay=0.05)
+    fast, fast_url = await fake(fast_name, ["m"])
+    config = {
+        "providers": [provider(slow_name, slow_url, ["m"]), provider(fast_name, fast_url, ["m"])],
+        "models": [
+            {
+                "name": "quick",
+                "routing": "latency",
+                "deployments": [
+                    {"provider": slow_name, "model": "m"},
+                    {"provider": fast_name, "model": "m"},
+                ],
+            }
+        ],
+    }
+    async with ai_instance(nats_url, config) as svc:
+        bus = Bus(svc.nc)
+        for _ in range(20):
+            await bus.call("ai.chat", chat("quick"))
+    # Each is tried once while unmeasured; then the faster one takes the traffic.
+    assert slow.calls == 1
+    assert fast.calls == 19
