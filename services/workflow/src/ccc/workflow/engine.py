@@ -436,10 +436,11 @@ class RunActor:
                 self.record_event("step.waiting", step=step_id, index=index)
             elif kind == "done":
                 self.tasks.pop((f"{where}:{step_id}", index), None)
+                # finished_at: when the step's work returned, not when this batch ran
                 inst.status, inst.output, inst.finished_at, inst.error = (
                     "succeeded",
                     rest[0],
-                    now,
+                    rest[1],
                     None,
                 )
                 self.record_event(
@@ -787,7 +788,15 @@ class RunActor:
                 if action.approval is not None:
                     self.post(("waiting", where, step_id, inst.index, attempt_no))
                 output = await self._bounded(attempt)
-            message = ("done", where, step_id, inst.index, attempt_no, output)
+            message = (
+                "done",
+                where,
+                step_id,
+                inst.index,
+                attempt_no,
+                output,
+                self.engine.clock.now(),
+            )
         except asyncio.CancelledError:
             return
         except StepFailed as exc:
