@@ -36,6 +36,7 @@ class EndpointSpec:
     timeout: float
     operation: bool = False
     resumable: bool = False
+    streams: bool = False
     description: str = ""
     _response_adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -59,6 +60,8 @@ class EndpointSpec:
         }
         if self.http_method and self.http_path:
             meta["http"] = f"{self.http_method} {self.http_path}"
+        if self.streams:
+            meta["stream"] = "sse"
         if self.response_type is not None and not self.operation:
             meta["response_schema"] = json.dumps(self.response_adapter.json_schema())
         return meta
@@ -150,6 +153,7 @@ def build_spec(
     timeout: float,
     operation: bool,
     resumable: bool,
+    streams: bool = False,
 ) -> EndpointSpec:
     """Read request and response types from the handler's annotations."""
     subjects.check_op(op)
@@ -179,5 +183,6 @@ def build_spec(
         timeout=timeout,
         operation=operation,
         resumable=resumable,
+        streams=streams,
         description=inspect.getdoc(handler) or "",
     )

@@ -100,6 +100,7 @@ class Service:
         timeout: float | None = None,
         operation: bool = False,
         resumable: bool = False,
+        streams: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Expose ``handler(request, ctx) -> response`` as ``<name>.<op>``.
 
@@ -107,6 +108,8 @@ class Service:
         ``POST /v1/orchestrate/<name>/<op/with/slashes>``; ``""`` means bus only.
         ``operation=True`` answers 202 with an operation record at once and runs the
         handler in the background (``ctx.progress`` reports progress).
+        ``streams=True`` announces that a request with ``"stream": true`` answers with
+        frames to the ``Ccc-Stream-Inbox`` it names; the gateway relays them as SSE.
         """
 
         def register(handler: Handler) -> Handler:
@@ -119,6 +122,7 @@ class Service:
                 timeout=timeout or self.settings.request_timeout,
                 operation=operation,
                 resumable=resumable,
+                streams=streams,
             )
             if op in self.specs:
                 raise ValueError(f"{self.name}.{op} is declared twice")
