@@ -37,6 +37,10 @@ async def test_cooldown_is_shared_between_two_instances(nats_url: str, fake) -> 
 
         # Whichever instance saw the failure, both now skip the provider.
         await wait_until(lambda: cooling(first) and cooling(second), timeout=5)
+        status = {p["name"]: p for p in (await bus.call("ai.providers"))["providers"]}
+        assert status[bad_name]["cooling_until"] is not None
+        assert "HTTP 500" in status[bad_name]["cooling_reason"]
+        assert status[good_name]["cooling_until"] is None
         for _ in range(20):  # the queue group spreads these over both instances
             answer = await bus.call("ai.chat", chat("pair"))
             assert answer["system_fingerprint"] == f"fp_{good_name}"

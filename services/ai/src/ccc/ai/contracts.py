@@ -66,14 +66,6 @@ class EmbeddingsRequest(BaseModel):
     dimensions: int | None = Field(default=None, gt=0)
     user: str | None = None
 
-    def texts(self) -> list[str] | None:
-        """The input as a list of strings, or None when it is token ids."""
-        if isinstance(self.input, str):
-            return [self.input]
-        if all(isinstance(item, str) for item in self.input):
-            return [str(item) for item in self.input]
-        return None
-
 
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
@@ -112,6 +104,28 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ProvidersRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ProviderStatus(BaseModel):
+    """A provider as this instance sees it: what it serves, and whether it is cooling down."""
+
+    name: str
+    kind: str
+    capabilities: list[str]
+    models: list[str]
+    cooling_until: float | None = Field(None, description="Epoch seconds; null when usable")
+    cooling_reason: str | None = None
+    latency_ms: dict[str, float] = Field(
+        default_factory=dict, description="Recent average per model, successful calls"
+    )
+
+
+class ProviderList(BaseModel):
+    providers: list[ProviderStatus]
 
 
 class Budget(BaseModel):

@@ -30,6 +30,8 @@ from .contracts import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     ModelList,
+    ProviderList,
+    ProviderStatus,
     StreamSummary,
     UsageEvent,
     openai_error,
@@ -308,6 +310,28 @@ class ModelGateway:
 
     def models(self) -> ModelList:
         return ModelList(data=self.catalog.cards())
+
+    def provider_status(self) -> ProviderList:
+        out = []
+        for provider in self.providers:
+            record = self.cooldowns.record(provider.name)
+            prefix = f"{provider.name}/"
+            out.append(
+                ProviderStatus(
+                    name=provider.name,
+                    kind=provider.kind,
+                    capabilities=sorted(provider.capabilities),
+                    models=self.catalog.served(provider),
+                    cooling_until=record.get("until") if record else None,
+                    cooling_reason=record.get("reason") if record else None,
+                    latency_ms={
+                        key[len(prefix) :]: round(seconds * 1000, 3)
+                        for key, seconds in self.catalog.latency.average.items()
+                        if key.startswith(prefix)
+                    },
+                )
+            )
+        return ProviderList(providers=out)
 
     async def stream(
         self, req: ChatCompletionRequest, key_id: str | None, nc: NATS, inbox: str

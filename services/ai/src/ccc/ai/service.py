@@ -20,6 +20,8 @@ from .contracts import (
     EmbeddingsResponse,
     ModelList,
     ModelsRequest,
+    ProviderList,
+    ProvidersRequest,
     StreamSummary,
     Usage,
     UsageGet,
@@ -106,6 +108,12 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
         """List the models served now: aliases and groups from the config, and every model
         a provider serves (static or discovered), with the providers that serve each."""
         return gateway().models()
+
+    @service.endpoint("providers", http="GET /v1/ai/providers", roles=("operator",))
+    async def providers(req: ProvidersRequest, ctx: Context) -> ProviderList:
+        """Providers as this instance sees them: models served, cooldown (shared by every
+        instance), recent latency."""
+        return gateway().provider_status()
 
     @service.endpoint("budget.set", http="PUT /v1/ai/budgets/{key_id}", roles=("admin",))
     async def budget_set(req: BudgetSet, ctx: Context) -> Usage:

@@ -86,6 +86,10 @@ class Cooldowns:
             await asyncio.wait(list(self._writes), timeout=2)
         await self.mirror.stop()
 
+    def record(self, provider: str) -> dict[str, Any] | None:
+        """The live cooldown record of ``provider``, or None."""
+        return self.mirror.values.get(token(provider)) if self.until(provider) else None
+
     def until(self, provider: str) -> float | None:
         """When ``provider`` may be used again, or None if it may be used now."""
         record = self.mirror.values.get(token(provider))
