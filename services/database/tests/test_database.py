@@ -390,10 +390,27 @@ async def test_failed_backup_leaves_no_object_behind(db: Any, tmp_path: Path) ->
             db, await call(db, "backup.create", {"server": server, "database": dbname})
         )
         assert op["status"] == "failed" and "Dumping the contents" in op["error"]["detail"]
+        # a backup cancelled while its dump is still streaming: the object goes too
+        script.write_text("#!/bin/sh\nhead -c 500000 /dev/zero\nsleep 30\n")
+        op = await call(db, "backup.create", {"server": server, "database": dbname})
+
+        async def streaming() -> bool:
+            record = await call(db, "operation.get", {"id": op["id"]})
+            return "running pg_dump" in record["message"] or "MB dumped" in record["message"]
+
+        await wait_until(streaming, timeout=10)
+        await call(db, "operation.cancel", {"id": op["id"]})
+
+        async def settled() -> bool:
+            found = await call(db, "backup.list", {"server": server, "database": dbname})
+            return [b["status"] for b in found["backups"]] == ["failed"] * 3
+
+        await wait_until(settled, timeout=10)
     finally:
         settings.tools_dir = None
     failed = (await call(db, "backup.list", {"server": server, "database": dbname}))["backups"]
-    assert [b["status"] for b in failed] == ["failed", "failed"]
+    assert [b["status"] for b in failed] == ["failed", "failed", "failed"]
+    assert failed[0]["error"] == "cancelled"
     blobs = await db.blobs()
     for b in failed:
         assert await blobs.get(b["object"]) is None
@@ -423,7 +440,11 @@ async def test_schedule_runs_on_the_clock_and_keeps_the_newest(db: Any) -> None:
         ids = []
         for day in range(3):
             now = datetime(2030, 1, 1 + day, 3, 0, 20, tzinfo=UTC)
-            started = await schedules.tick(db.state, db.bus)
+            # two instances ticking at once: the CAS on next_run lets exactly one start it
+            ticks = await asyncio.gather(
+                schedules.tick(db.state, db.bus), schedules.tick(db.state, db.bus)
+            )
+            started = [op_id for t in ticks for op_id in t]
             assert len(started) == 1
             assert await schedules.tick(db.state, db.bus) == []  # once per due time
             op = await finish(db, {"id": started[0]})

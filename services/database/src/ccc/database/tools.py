@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,9 +109,10 @@ class Process:
             raise
 
     def kill(self) -> None:
+        """Kill the whole process group (a wrapper script's children hold the pipe too)."""
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stderr(self) -> str:
