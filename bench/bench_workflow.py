@@ -58,11 +58,16 @@ async def noop(req: Body, ctx: Context) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def workflow_process(nats_url: str, log: Path) -> Iterator[None]:
-    env = {**os.environ, "CCC_NATS_URL": nats_url, "CCC_LOG_JSON": "false",
-           "CCC_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "CCC_NATS_URL": nats_url,
+        "CCC_LOG_JSON": "false",
+        "CCC_LOG_LEVEL": "WARNING",
+    }
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ccc.workflow"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ccc.workflow"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield
     finally:
@@ -75,10 +80,12 @@ def workflow_process(nats_url: str, log: Path) -> Iterator[None]:
 
 
 def chain(length: int, step: dict[str, Any]) -> dict[str, Any]:
-    return {"steps": [
-        {"id": f"s{i}", **step, **({"depends_on": [f"s{i - 1}"]} if i else {})}
-        for i in range(length)
-    ]}
+    return {
+        "steps": [
+            {"id": f"s{i}", **step, **({"depends_on": [f"s{i - 1}"]} if i else {})}
+            for i in range(length)
+        ]
+    }
 
 
 async def run_all(bus: Any, name: str, count: int, steps_per_run: int) -> tuple[float, list[str]]:
@@ -87,12 +94,14 @@ async def run_all(bus: Any, name: str, count: int, steps_per_run: int) -> tuple[
     async def on_end(msg: Any) -> None:
         done.put_nowait(msg.subject)
 
-    subs = [await bus.nc.subscribe(f"ccc.evt.workflow.run.{e}", cb=on_end)
-            for e in ("completed", "failed", "cancelled")]
+    subs = [
+        await bus.nc.subscribe(f"ccc.evt.workflow.run.{e}", cb=on_end)
+        for e in ("completed", "failed", "cancelled")
+    ]
     started = time.perf_counter()
-    runs = await asyncio.gather(*(
-        bus.call("workflow.run.start", {"name": name}, timeout=30) for _ in range(count)
-    ))
+    runs = await asyncio.gather(
+        *(bus.call("workflow.run.start", {"name": name}, timeout=30) for _ in range(count))
+    )
     ends = [await asyncio.wait_for(done.get(), 300) for _ in range(count)]
     elapsed = time.perf_counter() - started
     for sub in subs:
@@ -101,8 +110,10 @@ async def run_all(bus: Any, name: str, count: int, steps_per_run: int) -> tuple[
     if failed:
         print(f"  !! {len(failed)} runs did not complete: {failed[:3]}")
     total = count * steps_per_run
-    print(f"  {count} runs × {steps_per_run} steps = {total} steps in {elapsed:.2f} s: "
-          f"{total / elapsed:7.0f} steps/s")
+    print(
+        f"  {count} runs x {steps_per_run} steps = {total} steps in {elapsed:.2f} s: "
+        f"{total / elapsed:7.0f} steps/s"
+    )
     return elapsed, [r["id"] for r in runs]
 
 
@@ -129,14 +140,31 @@ async def measure(nats_url: str) -> None:
                 break
             except Exception:
                 await asyncio.sleep(0.1)
-        await bus.call("workflow.definition.put", {"name": "bench-chain", "definition":
-                       chain(LENGTH, {"call": "benchtarget.noop"})})
-        await bus.call("workflow.definition.put", {"name": "bench-engine", "definition":
-                       chain(LENGTH, {"delay": 0})})
-        await bus.call("workflow.definition.put", {"name": "bench-fanout", "definition": {
-            "params": {"items": list(range(ITEMS))},
-            "steps": [{"id": "each", "for_each": "params.items", "concurrency": 50,
-                       "call": "benchtarget.noop"}]}})
+        await bus.call(
+            "workflow.definition.put",
+            {"name": "bench-chain", "definition": chain(LENGTH, {"call": "benchtarget.noop"})},
+        )
+        await bus.call(
+            "workflow.definition.put",
+            {"name": "bench-engine", "definition": chain(LENGTH, {"delay": 0})},
+        )
+        await bus.call(
+            "workflow.definition.put",
+            {
+                "name": "bench-fanout",
+                "definition": {
+                    "params": {"items": list(range(ITEMS))},
+                    "steps": [
+                        {
+                            "id": "each",
+                            "for_each": "params.items",
+                            "concurrency": 50,
+                            "call": "benchtarget.noop",
+                        }
+                    ],
+                },
+            },
+        )
         await run_all(bus, "bench-chain", 2, LENGTH)  # warm-up
         arrived.clear()
         answered.clear()
@@ -144,8 +172,10 @@ async def measure(nats_url: str) -> None:
         print(f"\nchain: {RUNS} concurrent runs of {LENGTH} sequential no-op calls")
         _, ids = await run_all(bus, "bench-chain", RUNS, LENGTH)
         d = delays(ids, LENGTH)
-        print(f"  completion → dependent start: p50 {pct(d, 50):.2f} ms, p99 {pct(d, 99):.2f} ms"
-              f" ({len(d)} edges, under {RUNS} runs' load)")
+        print(
+            f"  completion → dependent start: p50 {pct(d, 50):.2f} ms, p99 {pct(d, 99):.2f} ms"
+            f" ({len(d)} edges, under {RUNS} runs' load)"
+        )
 
         print("\nchain, one run at a time (delay without contention)")
         arrived.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from ccc.common import Conflict, Service
@@ -317,3 +318,31 @@ async def test_run_timeout_fails_the_run(wf: Service, wftarget: Target) -> None:
     run = await finished(wf.bus, await start(wf.bus, name), timeout=5)
     assert run["status"] == "failed"
     assert "run timed out" in run["error"]
+
+
+async def test_a_durable_nats_command_starts_one_run_however_often_it_is_sent(
+    wf: Service, wftarget: Target
+) -> None:
+    name = unique("command")
+    await put(
+        wf.bus,
+        name,
+        {"steps": [{"id": "a", "call": "wftarget.echo", "with": {"x": "${{ params.x }}"}}]},
+    )
+    results: list[dict[str, object]] = []
+
+    async def on_result(msg: object) -> None:
+        results.append(json.loads(msg.data))  # type: ignore[attr-defined]
+
+    sub = await wf.bus.nc.subscribe("ccc.evt.workflow.run.start.completed", cb=on_result)
+    for _ in range(2):  # a client retrying its publish: same message id
+        await wf.bus.publish_durable(
+            "ccc.cmd.workflow.run.start", {"name": name, "params": {"x": 7}}, msg_id=f"{name}-cmd-1"
+        )
+    await wait_until(lambda: any(r["correlation_id"] == f"{name}-cmd-1" for r in results))
+    await sub.unsubscribe()
+    run_id = next(r for r in results if r["correlation_id"] == f"{name}-cmd-1")["result"]["id"]
+    run = await finished(wf.bus, str(run_id))
+    assert run["status"] == "succeeded" and run["params"] == {"x": 7}
+    runs = (await wf.bus.call("workflow.run.list", {"workflow": name}))["runs"]
+    assert len(runs) == 1

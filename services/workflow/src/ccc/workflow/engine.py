@@ -111,7 +111,6 @@ class Engine:
             log.info("stream %s kept as configured: %s", HISTORY_STREAM, exc.description)
         self._signal_sub = await self.bus.nc.subscribe(f"{SIGNAL_PREFIX}.*", cb=self._on_signal)
         await self.library.start()
-        await self.sweep()
         self._loops.append(asyncio.create_task(self._lease_loop(), name="workflow-leases"))
         self.cron.start()
         await self.event_triggers.start()
@@ -243,8 +242,10 @@ class Engine:
 
     async def _lease_loop(self) -> None:
         interval = max(0.1, self.settings.workflow_lease / 3)
+        # the first sweep waits for this instance's endpoints to be announced: a resumed
+        # run's sub-workflow step calls workflow.run.start, maybe on this very instance
+        await asyncio.sleep(min(0.5, interval))
         while True:
-            await asyncio.sleep(interval)
             try:
                 await self.renew()
                 await self.sweep()
@@ -252,6 +253,7 @@ class Engine:
                 raise
             except Exception:
                 log.exception("lease renewal or sweep failed")
+            await asyncio.sleep(interval)
 
     async def renew(self) -> None:
         for run_id, actor in list(self.actors.items()):
