@@ -359,18 +359,12 @@ class Service:
             trace_id = tracing.current_trace_id()
             raise Internal(f"{self.name}.{spec.op} failed unexpectedly (trace {trace_id})") from exc
 
-    def _context(self, headers: dict[str, str] | None, caller: Caller) -> Context:
-        return Context(
-            domain=self.name,
-            bus=self.bus,
-            state=self.state,
-            blobs=self.blobs,
-            headers=headers,
-            caller=caller,
-        )
-
-    def _operation_context(
-        self, headers: dict[str, str], progress: ProgressSink, op_id: str
+    def _context(
+        self,
+        headers: dict[str, str] | None,
+        caller: Caller | None = None,
+        progress: ProgressSink | None = None,
+        operation_id: str | None = None,
     ) -> Context:
         return Context(
             domain=self.name,
@@ -378,9 +372,15 @@ class Service:
             state=self.state,
             blobs=self.blobs,
             headers=headers,
+            caller=caller,
             progress=progress,
-            operation_id=op_id,
+            operation_id=operation_id,
         )
+
+    def _operation_context(
+        self, headers: dict[str, str], progress: ProgressSink, op_id: str
+    ) -> Context:
+        return self._context(headers, progress=progress, operation_id=op_id)
 
     async def blobs(self) -> Blobs:
         if self._blobs is None:
