@@ -34,6 +34,11 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MODES = ("healthy", "error500", "error429", "cut")
+MODEL_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations")
+# A valid 1x1 transparent PNG.
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
 
 
 class FakeOpenAI:
@@ -46,6 +51,7 @@ class FakeOpenAI:
         api_key: str | None = None,
         delay: float = 0.0,
         chunks: int = 6,
+        images: bool = False,
     ) -> None:
         self.name = name
         self.models = list(models or ["fake-model"])
@@ -53,13 +59,14 @@ class FakeOpenAI:
         self.api_key = api_key
         self.delay = delay
         self.chunks = chunks
+        self.images = images
         self.hits: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
 
     @property
     def calls(self) -> int:
         """Model calls received (chat and embeddings), whatever their outcome."""
-        return self.hits["/v1/chat/completions"] + self.hits["/v1/embeddings"]
+        return sum(self.hits[p] for p in MODEL_PATHS)
 
     # -- ASGI ----------------------------------------------------------------------------
 
@@ -89,7 +96,7 @@ class FakeOpenAI:
             await _json(send, 200, self._model_list())
         elif method == "GET" and path == "/api/tags":
             await _json(send, 200, self._tags())
-        elif method == "POST" and path in ("/v1/chat/completions", "/v1/embeddings"):
+        elif method == "POST" and path in MODEL_PATHS and (self.images or "images" not in path):
             try:
                 request = json.loads(body or b"{}")
             except ValueError:
@@ -106,7 +113,18 @@ class FakeOpenAI:
                 await asyncio.sleep(self.delay)
             if await self._failing(send):
                 return
-            if request.get("model") not in self.models:
+            if path.endswith("/generations"):
+                if request.get("model", self.models[0]) not in self.models:
+                    await self._error(
+                        send,
+                        404,
+                        "The model does not exist.",
+                        "invalid_request_error",
+                        "model_not_found",
+                    )
+                else:
+                    await _json(send, 200, self._image(request))
+            elif request.get("model") not in self.models:
                 await self._error(
                     send,
                     404,
@@ -291,6 +309,14 @@ class FakeOpenAI:
         for frame in frames:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    def _image(self, request: dict[str, Any]) -> dict[str, Any]:
+        item: dict[str, Any] = {"revised_prompt": request.get("prompt")}
+        if request.get("response_format") == "url":
+            item["url"] = f"https://images.invalid/{uuid.uuid4().hex}.png"
+        else:
+            item["b64_json"] = base64.b64encode(TINY_PNG).decode()
+        return {"created": int(time.time()), "data": [item] * int(request.get("n") or 1)}
 
     def _embeddings(self, request: dict[str, Any]) -> dict[str, Any]:
         raw = request.get("input")

@@ -145,3 +145,27 @@ async def test_budget_spent_answers_429(nats_url: str, gateway: dict[str, str], 
 async def _tokens(http: httpx.AsyncClient, key_id: str, headers: dict[str, str], want: int) -> bool:
     usage = await http.get(f"/v1/ai/usage/{key_id}", headers=headers)
     return bool(usage.json()["tokens"] >= want)
+
+
+async def test_images_through_the_gateway_or_a_clear_problem(
+    nats_url: str, gateway: dict[str, str], fake
+) -> None:
+    painter, plain = unique("painter"), unique("plain")
+    _, painter_url = await fake(painter, ["img-fake"], images=True)
+    _, plain_url = await fake(plain, ["gpt-fake"])
+    with_images = {
+        "providers": [provider(painter, painter_url, ["img-fake"], capabilities=["images"])]
+    }
+    async with ai_instance(nats_url, with_images):
+        await refresh_catalog()
+        picture = await client(gateway).images.generate(model="img-fake", prompt="a red square")
+        assert picture.data and picture.data[0].b64_json
+        default = await client(gateway).images.generate(prompt="a blue square", n=2)
+        assert default.data is not None and len(default.data) == 2
+    async with ai_instance(nats_url, {"providers": [provider(plain, plain_url, ["gpt-fake"])]}):
+        await refresh_catalog()
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client(gateway).images.generate(prompt="a green square")
+        body = refused.value.response.json()
+        assert body["capability"] == "images" and body["providers"] == [plain]
+        assert "no configured provider offers images" in refused.value.message

@@ -74,6 +74,8 @@ class ProviderConfig(BaseModel):
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     models: list[str] = Field(default_factory=list)
+    capabilities: list[Literal["chat", "embeddings", "images"]] | None = None
+    """What the provider offers; default chat and embeddings (images must be listed)."""
     discover: bool | None = None
     """Poll the provider's model list (default: yes for openai and ollama kinds)."""
     timeout: float | None = None

@@ -82,6 +82,27 @@ class EmbeddingsResponse(BaseModel):
     usage: dict[str, int] = Field(default_factory=lambda: {"prompt_tokens": 0, "total_tokens": 0})
 
 
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations``: passed to a provider that offers images."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1)
+    model: str | None = Field(
+        default=None, description="Omitted: the first provider that offers images, its default"
+    )
+    n: int | None = Field(default=None, ge=1, le=10)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+
+
+class ImagesResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    created: int
+    data: list[dict[str, Any]]
+
+
 class ModelsRequest(BaseModel):
     """``GET /v1/models`` takes no parameters."""
 
@@ -160,7 +181,7 @@ class UsageEvent(BaseModel):
     model: str
     provider: str
     provider_model: str
-    capability: Literal["chat", "embeddings"]
+    capability: Literal["chat", "embeddings", "images"]
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int

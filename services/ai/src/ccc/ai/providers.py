@@ -75,6 +75,8 @@ class Provider:
         self.config = config
         self.name = config.name
         self.kind = config.kind
+        if config.capabilities is not None:
+            self.capabilities = frozenset(config.capabilities)
 
     async def start(self) -> None:
         """Load what the provider needs before the first call (may take seconds)."""
@@ -90,6 +92,9 @@ class Provider:
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raise ProviderError(f"{self.name} does not offer embeddings", fallback=True, cool=False)
+
+    async def images(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise ProviderError(f"{self.name} does not offer images", fallback=True, cool=False)
 
     async def list_models(self) -> list[str]:
         """The provider's own model list (discovery); the static list by default."""
@@ -189,6 +194,9 @@ class OpenAICompatible(Provider):
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post("/embeddings", body)
+
+    async def images(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("/images/generations", body)
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         delivered = 0
@@ -326,6 +334,14 @@ class LiteLLMProvider(Provider):
         await self.start()
         try:
             response = await self.litellm.aembedding(**self._params(body))
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return dict(response.model_dump(exclude_none=True))
+
+    async def images(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self.start()
+        try:
+            response = await self.litellm.aimage_generation(**self._params(body))
         except Exception as exc:
             raise self._error(exc) from exc
         return dict(response.model_dump(exclude_none=True))

@@ -29,6 +29,8 @@ from .contracts import (
     ChatCompletionRequest,
     EmbeddingsRequest,
     EmbeddingsResponse,
+    ImageGenerationRequest,
+    ImagesResponse,
     ModelList,
     ProviderList,
     ProviderStatus,
@@ -307,6 +309,45 @@ class ModelGateway:
             fallbacks=fallbacks,
         )
         return EmbeddingsResponse.model_validate(answer)
+
+    async def images(self, req: ImageGenerationRequest, key_id: str | None) -> ImagesResponse:
+        if req.model is not None:
+            resolved = self.resolve(req.model, "images")
+        else:
+            able = [p for p in self.providers if "images" in p.capabilities]
+            if not able:
+                names = ", ".join(p.name for p in self.providers)
+                detail = f"no configured provider offers images (providers: {names})"
+                raise BadRequest(
+                    detail,
+                    extra={
+                        "capability": "images",
+                        "providers": [p.name for p in self.providers],
+                        **openai_error(detail, "unsupported_capability"),
+                    },
+                )
+            resolved = Resolved("images", "ordered", [Deployment(p, "") for p in able])
+        self.accounting.check(key_id)
+
+        def body(dep: Deployment) -> Answer:
+            out = req.model_dump(exclude_none=True)
+            if dep.model:
+                out["model"] = dep.model
+            return out
+
+        dep, answer, elapsed, fallbacks = await self._call(
+            resolved, "images", lambda d: d.provider.images(body(d))
+        )
+        self.account(
+            key_id=key_id,
+            requested=req.model or "images",
+            dep=dep,
+            capability="images",
+            usage=answer.get("usage"),
+            elapsed=elapsed,
+            fallbacks=fallbacks,
+        )
+        return ImagesResponse.model_validate(answer)
 
     def models(self) -> ModelList:
         return ModelList(data=self.catalog.cards())

@@ -18,6 +18,8 @@ from .contracts import (
     ChatCompletionRequest,
     EmbeddingsRequest,
     EmbeddingsResponse,
+    ImageGenerationRequest,
+    ImagesResponse,
     ModelList,
     ModelsRequest,
     ProviderList,
@@ -102,6 +104,14 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
         """Create embeddings (OpenAI-compatible). The default model, all-minilm-l6-v2, runs
         on this machine's CPU (384 dimensions)."""
         return await gateway().embeddings(req, ctx.caller.key_id)
+
+    @service.endpoint(
+        "images", http="POST /v1/images/generations", roles=("reader",), timeout=180.0
+    )
+    async def images(req: ImageGenerationRequest, ctx: Context) -> ImagesResponse:
+        """Generate images (OpenAI-compatible) with a provider that offers them; with none
+        configured, a 400 problem names the capability and the providers."""
+        return await gateway().images(req, ctx.caller.key_id)
 
     @service.endpoint("models", http="GET /v1/models", roles=("reader",))
     async def models(req: ModelsRequest, ctx: Context) -> ModelList:
