@@ -197,3 +197,29 @@ async def test_a_4xx_from_the_callee_is_not_retried(wf: Service, wftarget: Targe
     assert run["status"] == "failed"
     assert run["steps"]["pay"]["instances"][0]["attempts"] == 1
     assert "422" in run["steps"]["pay"]["error"] and "card declined" in run["steps"]["pay"]["error"]
+
+
+async def test_a_run_whose_record_outgrows_a_message_fails_cleanly(
+    wf: Service, wftarget: Target
+) -> None:
+    name = unique("huge")
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "each",
+                    "call": "wftarget.echo",
+                    "for_each": "range(60)",
+                    "concurrency": 60,
+                    "with": {"pad": "${{ 'x' * 20000 }}"},
+                },
+                {"id": "after", "call": "wftarget.echo", "depends_on": ["each"]},
+            ]
+        },
+    )
+    run = await finished(wf.bus, await start(wf.bus, name))
+    assert run["status"] == "failed"
+    assert "over the 900000-byte limit" in run["error"]
+    assert run["steps"]["after"]["status"] == "cancelled"

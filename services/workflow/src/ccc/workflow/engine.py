@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ccc.common import Conflict, Invalid, NotFound, subjects
 from ccc.common.state import StateStore
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError
 
 from . import expr, notify
 from .clock import Clock, SystemClock
@@ -848,11 +848,14 @@ class RunActor:
 
     async def _persist(self) -> None:
         self.run.updated_at = self.engine.clock.now()
+        data = self.run.model_dump_json().encode()
+        if len(data) > self.engine.settings.workflow_max_record_bytes:
+            data = self._oversized(len(data))
         try:
-            self.revision = await self.engine.state.update(
-                run_key(self.run.id), self.run, self.revision
+            self.revision = await self.engine.state.kv.update(
+                run_key(self.run.id), data, last=self.revision
             )
-        except Conflict:
+        except (KeyWrongLastSequenceError, BadRequestError):
             raise LostLease("the run record was written by another instance") from None
         self.dirty = False
         events, self.events = self.events, []
@@ -897,6 +900,32 @@ class RunActor:
                     "trigger": self.run.trigger,
                 },
             )
+
+    def _oversized(self, size: int) -> bytes:
+        """A record that no longer fits a NATS message cannot be saved, and a run that
+        cannot be saved cannot go on: end it failed, without the outputs that made it big."""
+        limit = self.engine.settings.workflow_max_record_bytes
+        reason = (
+            f"the run record grew to {size} bytes, over the {limit}-byte limit: step outputs "
+            "were dropped; use smaller outputs or fewer for_each items"
+        )
+        if self.run.status not in RUN_DONE:
+            self._end("failed", reason)
+            self.run.compensations = {}  # they would need the outputs that were dropped
+            self.run.status, self.run.finished_at = "failed", self.engine.clock.now()
+            self.record_event("run.failed", error=reason)
+        self._dispatch.clear()
+        for sr in self.run.steps.values():
+            sr.output = None
+            for inst in sr.instances:
+                inst.output = inst.item = None
+        self.run.output = None
+        data = self.run.model_dump_json().encode()
+        if len(data) > limit:
+            for sr in self.run.steps.values():
+                sr.instances = sr.instances[:1]
+            data = self.run.model_dump_json().encode()
+        return data
 
     async def _finished(self) -> None:
         self.done = True

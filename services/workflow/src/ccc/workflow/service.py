@@ -289,6 +289,8 @@ def create_service(
             )
         if sr.status in ("succeeded", "failed", "skipped", "cancelled") or run.status in RUN_DONE:
             raise Conflict(f"step {req.step} of run {run.id} is already {sr.status}")
+        if not sr.instances or sr.instances[req.index].status not in ("running", "waiting"):
+            raise Conflict(f"step {req.step} of run {run.id} is not waiting for a decision yet")
         decision = {
             "approved": req.approved,
             "by": ctx.caller.key_id or "bus",

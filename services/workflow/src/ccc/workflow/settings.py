@@ -13,8 +13,10 @@ class WorkflowSettings(Settings):
     """Timeout of a ``call`` step that sets none itself."""
     workflow_max_steps_in_flight: int = 512
     """Step attempts one instance runs at once (across all its runs)."""
-    workflow_max_items: int = 10_000
-    """Largest ``for_each`` list."""
+    workflow_max_items: int = 2_000
+    """Largest ``for_each`` list (every item has its state in the run's record)."""
+    workflow_max_record_bytes: int = 900_000
+    """A run record must fit one NATS message (1 MB by default): past this, the run fails."""
     workflow_history_max_age_days: float = 30.0
     workflow_history_max_bytes: int = 1 << 30
     workflow_progress_interval: float = 0.5

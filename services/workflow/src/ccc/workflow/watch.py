@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ccc.common.bus import connect
+from ccc.common.bus import Bus, connect
 from ccc.common.settings import Settings
 from rich.console import Console
 from rich.progress import (
@@ -51,6 +51,7 @@ async def watch_async(
     nc = await connect(nats_url or Settings().nats_url, "ccc-workflow-watch")
     try:
         async with asyncio.timeout(timeout):
+            await Bus(nc).call("workflow.run.get", {"run_id": run_id})  # NotFound if none
             return await _follow(nc.jetstream(), run_id, console)
     finally:
         await nc.close()
