@@ -56,6 +56,7 @@ class Catalog:
         self.providers = {p.name: p for p in providers}
         self.groups = {g.name: g for g in groups}
         self.discovered: dict[str, list[str]] = {}
+        self._serving_cache: dict[str, list[Provider]] | None = None
         self.latency = Latency()
         self.started = int(time.time())
 
@@ -69,14 +70,19 @@ class Catalog:
         return models
 
     def set_discovered(self, provider: str, models: list[str]) -> None:
-        self.discovered[provider] = models
+        if self.discovered.get(provider) != models:
+            self.discovered[provider] = models
+            self._serving_cache = None
 
     def _serving(self) -> dict[str, list[Provider]]:
-        out: dict[str, list[Provider]] = {}
-        for provider in self.providers.values():
-            for model in self.served(provider):
-                out.setdefault(model, []).append(provider)
-        return out
+        """Model id → providers serving it; rebuilt only when discovery changes something."""
+        if self._serving_cache is None:
+            out: dict[str, list[Provider]] = {}
+            for provider in self.providers.values():
+                for model in self.served(provider):
+                    out.setdefault(model, []).append(provider)
+            self._serving_cache = out
+        return self._serving_cache
 
     # -- resolving a name --------------------------------------------------------------
 
