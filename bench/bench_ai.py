@@ -26,7 +26,6 @@ from pathlib import Path
 
 import httpx
 import openai
-
 from ccc.common.natsserver import free_port, port_open
 from ccc.common.testing import temporary_server
 
@@ -109,13 +108,18 @@ async def measure(fake_url: str, gateway_url: str) -> None:
     for name in ("direct", "ccc"):
         values = results[name]
         rows.append((name, statistics.median(values), percentile(values, 0.99), rates[name]))
-    print(f"\nchat completions, {N} sequential calls each, {N * 2} calls at {CONCURRENCY} in flight")
+    print(
+        f"\nchat completions, {N} sequential calls each, {N * 2} calls at {CONCURRENCY} in flight"
+    )
     print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     for name, p50, p99, rate in rows:
         print(f"{name:<8} {p50:8.2f} {p99:8.2f} {rate:8.0f}")
     added50 = rows[1][1] - rows[0][1]
     added99 = rows[1][2] - rows[0][2]
-    print(f"added by gateway + bus + ai: p50 {added50:.2f} ms, p99 {added99:.2f} ms (goal p50 <= 3 ms)")
+    print(
+        f"added by gateway + bus + ai: p50 {added50:.2f} ms, p99 {added99:.2f} ms"
+        " (goal p50 <= 3 ms)"
+    )
 
     texts = [
         f"Sentence {i} about {['cats', 'markets', 'rockets', 'recipes'][i % 4]}, written to be "
@@ -152,23 +156,45 @@ def main() -> None:
     with temporary_server() as nats_url:
         common = {"CCC_NATS_URL": nats_url, "CCC_LOG_LEVEL": "WARNING", "CCC_DATA_DIR": str(logs)}
         with (
-            process(["tests/fakes/openai_compatible.py", "--port", str(fake_port),
-                     "--models", "gpt-fake"], {}, fake_port, logs / "fake.log"),
-            process(["-m", "ccc.ai"], {**common, "CCC_AI_CONFIG": str(config),
-                                       "CCC_AI_LOCAL_CHAT": "false"}, None, logs / "ai.log"),
-            process(["-m", "ccc.gateway"], {**common, "CCC_GATEWAY_PORT": str(gateway_port),
-                                            "CCC_ADMIN_KEY": ADMIN_KEY,
-                                            "CCC_RATE_LIMIT_RPS": "1000000",
-                                            "CCC_RATE_LIMIT_BURST": "1000000",
-                                            "CCC_DISCOVERY_INTERVAL": "0.5"},
-                    gateway_port, logs / "gateway.log"),
+            process(
+                [
+                    "tests/fakes/openai_compatible.py",
+                    "--port",
+                    str(fake_port),
+                    "--models",
+                    "gpt-fake",
+                ],
+                {},
+                fake_port,
+                logs / "fake.log",
+            ),
+            process(
+                ["-m", "ccc.ai"],
+                {**common, "CCC_AI_CONFIG": str(config), "CCC_AI_LOCAL_CHAT": "false"},
+                None,
+                logs / "ai.log",
+            ),
+            process(
+                ["-m", "ccc.gateway"],
+                {
+                    **common,
+                    "CCC_GATEWAY_PORT": str(gateway_port),
+                    "CCC_ADMIN_KEY": ADMIN_KEY,
+                    "CCC_RATE_LIMIT_RPS": "1000000",
+                    "CCC_RATE_LIMIT_BURST": "1000000",
+                    "CCC_DISCOVERY_INTERVAL": "0.5",
+                },
+                gateway_port,
+                logs / "gateway.log",
+            ),
         ):
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             deadline = time.monotonic() + 60
             while True:  # the ai service loads its models, then the gateway discovers it
                 with contextlib.suppress(httpx.HTTPError):
-                    r = httpx.get(f"{gateway_url}/v1/models",
-                                  headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+                    r = httpx.get(
+                        f"{gateway_url}/v1/models", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+                    )
                     if r.status_code == 200:
                         break
                 if time.monotonic() > deadline:
