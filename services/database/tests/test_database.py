@@ -52,6 +52,9 @@ def redis_port() -> Iterator[int]:
                 "",
                 "--appendonly",
                 "no",
+                # an RDB over diskless sync otherwise waits 5 s for more replicas
+                "--repl-diskless-sync-delay",
+                "0",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -332,6 +335,21 @@ async def test_redis_acl_user_and_rdb_backup_restore(db: Any, redis_port: int) -
     perf = await call(db, "performance", {"name": server})
     assert perf["engine"] == "redis" and perf["extra"]["keys"] == 2
     assert perf["slow_queries_source"] == "SLOWLOG"
+    with pytest.raises(BadRequest) as refused:
+        await call(
+            db,
+            "server.register",
+            {
+                "name": f"r2{RUN}",
+                "engine": "redis",
+                "port": redis_port,
+                "admin_user": "app",
+                "admin_password": "wrong",
+            },
+        )
+    assert (
+        "WRONGPASS" in refused.value.detail or "invalid username-password" in refused.value.detail
+    )
 
 
 async def test_bad_input_is_refused_before_anything_runs(db: Any) -> None:

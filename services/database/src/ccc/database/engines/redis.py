@@ -147,7 +147,9 @@ class Redis:
 
     @contextlib.asynccontextmanager
     async def dump(self, t: Target, db: str | None, workdir: Path) -> AsyncIterator[DumpPlan]:
-        """``redis-cli --rdb -``: the server forks and streams a point-in-time RDB."""
+        """``redis-cli --rdb -``: the server forks and streams a point-in-time RDB. With
+        diskless sync (the default since Redis 7) the server first waits
+        ``repl-diskless-sync-delay`` (5 s by default) for other replicas to join."""
         counts = await self.row_counts(t, None)
         argv = [binary("redis-cli"), "-h", t.host, "-p", str(t.port)]
         if t.user != "default":
