@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from .definition import NAME_PATTERN, STEP_ID_PATTERN
+from .definition import NAME_PATTERN, STEP_ID_PATTERN, Definition
 from .runstate import Run, RunStatus
 
 RUN_ID_PATTERN = r"^run_[0-9a-f]{24}$"
@@ -32,7 +32,7 @@ class DefinitionView(BaseModel):
     digest: str
     created_at: float
     created: bool = Field(False, description="False when the put matched the latest version")
-    definition: dict[str, Any]
+    definition: Definition = Field(description="As stored: durations in seconds, defaults filled")
 
 
 class DefinitionGet(BaseModel):

@@ -74,7 +74,7 @@ def _view(record: DefinitionRecord, created: bool = False) -> DefinitionView:
         digest=record.digest,
         created_at=record.created_at,
         created=created,
-        definition=record.document,
+        definition=record.parsed(),
     )
 
 
