@@ -47,8 +47,19 @@ def tracer(name: str = "ccc") -> trace.Tracer:
 
 
 def inject(headers: MutableMapping[str, str], context: OtelContext | None = None) -> None:
-    """Write the current (or given) trace context into message headers."""
-    propagate.inject(headers, context=context)
+    """Write the current (or given) trace context into message headers.
+
+    Without an exporter only ``traceparent`` matters, and formatting it directly is
+    several times cheaper than the generic propagators (run on every bus call)."""
+    if _exporting or context is not None:
+        propagate.inject(headers, context=context)
+        return
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        headers["traceparent"] = (
+            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
+            f"-{span_context.trace_flags:02x}"
+        )
 
 
 def extract(headers: Mapping[str, str] | None) -> OtelContext:

@@ -223,12 +223,11 @@ class Edge:
         raise NotFound("unreachable")  # pragma: no cover
 
 
-def _trace_headers(scope: Scope) -> dict[str, str]:
-    out = {}
+def _trace_headers(scope: Scope) -> dict[str, str] | None:
     for key, value in scope["headers"]:
-        if key in (b"traceparent", b"tracestate"):
-            out[key.decode()] = value.decode("latin-1")
-    return out
+        if key == b"traceparent":
+            return {"traceparent": value.decode("latin-1")}
+    return None
 
 
 def _query_params(scope: Scope) -> dict[str, Any]:
