@@ -762,3 +762,34 @@ async def test_backups_to_s3_when_configured(db: Any, tmp_path: Path, monkeypatc
         settings.backup_url = settings.s3_endpoint_url = None
         settings.tools_dir = None
         s3_server.stop()
+
+
+async def test_runs_as_its_own_process(nats_url: str, tmp_path: Path) -> None:
+    """``python -m ccc.database``: the entry point starts, answers on the bus, drains."""
+    import nats
+    from ccc.common.testing import subprocess_service
+
+    port = free_port()
+    env = {
+        "CCC_NATS_URL": nats_url,
+        "CCC_METRICS_PORT": str(port),
+        "CCC_DATA_DIR": str(tmp_path),
+        "CCC_LOG_JSON": "false",
+    }
+    with subprocess_service(["-m", "ccc.database"], env, ready_port=port) as proc:
+        nc = await nats.connect(nats_url)
+        try:  # every instance answers $SRV.INFO; find the one of this process
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            await nc.publish("$SRV.INFO.database", b"", reply=inbox)
+            answers = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    answers.append(json.loads((await sub.next_msg(timeout=1)).data))
+            mine = [a for a in answers if f"-{proc.pid}-" in a["metadata"]["instance"]]
+            assert len(mine) == 1
+            assert "backup_create" in {e["name"] for e in mine[0]["endpoints"]}
+        finally:
+            await nc.close()
+        assert proc.poll() is None
+    assert (tmp_path / "master.key").exists()

@@ -176,9 +176,11 @@ async def _dump_into(
 
 
 async def _report(ctx: Context, reader: HashingReader) -> None:
+    """Bytes so far as progress; a failed progress write never fails the backup."""
     while True:
         await asyncio.sleep(1.0)
-        await ctx.progress(0.5, f"{reader.size / 1e6:.1f} MB dumped")
+        with contextlib.suppress(Exception):
+            await ctx.progress(0.5, f"{reader.size / 1e6:.1f} MB dumped")
 
 
 @contextlib.asynccontextmanager
