@@ -8,7 +8,8 @@ usage chunk when ``stream_options.include_usage``; tool calls when ``tools`` are
 
 - ``healthy``: answers everything;
 - ``error500`` / ``error429``: every model call fails that way;
-- ``cut``: streams stop half-way, the connection dropped without ``[DONE]``.
+- ``cut``: streams stop half-way, the connection dropped without ``[DONE]``;
+- ``truncate``: streams stop half-way with a clean end of the body, no ``[DONE]``.
 
 A plain ASGI app (no framework), served by uvicorn in the test's event loop or as its own
 process (``python tests/fakes/openai_compatible.py --port N``) for benchmarks. Tests only.
@@ -33,7 +34,7 @@ from typing import Any
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-MODES = ("healthy", "error500", "error429", "cut")
+MODES = ("healthy", "error500", "error429", "cut", "truncate")
 MODEL_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations")
 # A valid 1x1 transparent PNG.
 TINY_PNG = base64.b64decode(
@@ -300,6 +301,11 @@ class FakeOpenAI:
                 },
             }
             frames.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        if self.mode == "truncate":
+            for frame in frames[: len(frames) // 2]:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         if self.mode == "cut":
             for frame in frames[: len(frames) // 2]:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})

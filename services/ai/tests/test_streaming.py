@@ -77,9 +77,10 @@ async def test_usage_chunk_is_relayed_when_asked(nats_url: str, fake) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
-async def test_cut_stream_ends_with_an_error_frame(nats_url: str, fake) -> None:
+@pytest.mark.parametrize("mode", ["cut", "truncate"])
+async def test_cut_stream_ends_with_an_error_frame(nats_url: str, fake, mode: str) -> None:
     name = unique("cutter")
-    cutter, url = await fake(name, ["m"], mode="cut")
+    cutter, url = await fake(name, ["m"], mode=mode)
     async with ai_instance(nats_url, {"providers": [provider(name, url, ["m"])]}) as svc:
         nc = await nats.connect(nats_url)
         try:
