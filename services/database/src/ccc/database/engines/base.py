@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,4 +77,3 @@ class Engine(Protocol):
     def dsn(self, t: Target, db: str, user: str) -> str: ...
 
 
-AsyncCounts = AsyncIterator[dict[str, int]]
