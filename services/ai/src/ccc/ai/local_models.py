@@ -167,12 +167,16 @@ class LocalChatProvider(Provider):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
 
+        stop = threading.Event()
+
         def produce() -> None:
             try:
                 chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(
                     messages=body["messages"], stream=True, **self._kwargs(body)
                 )
                 for chunk in chunks:
+                    if stop.is_set():  # the caller went away: stop generating
+                        break
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except BaseException as exc:  # handed to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -182,12 +186,15 @@ class LocalChatProvider(Provider):
         async with self._gate:
             producer = loop.run_in_executor(None, produce)
             stream_id = f"chatcmpl-{uuid.uuid4().hex}"
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise ProviderError(f"{self.name}: {item}")
-                item.update(id=stream_id, model=CHAT_MODEL_ID, created=int(time.time()))
-                yield item
-            await producer
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        raise ProviderError(f"{self.name}: {item}")
+                    item.update(id=stream_id, model=CHAT_MODEL_ID, created=int(time.time()))
+                    yield item
+            finally:
+                stop.set()
+                await producer  # one generation at a time, even when abandoned
