@@ -564,6 +564,19 @@ async def test_through_the_gateway(db: Any, gateway: dict[str, str]) -> None:
         assert r.status_code == 200 and r.json()["engine"] == "postgres"
         r = await http.get("/v1/database/servers/nosuch")
         assert r.status_code == 404
+        r = await http.post(
+            f"/v1/database/servers/gw{RUN}/databases",
+            json={"name": f"gw_{RUN}", "owner": "someone_else"},
+        )
+        assert r.status_code == 409, r.text
+        r = await http.post(
+            "/v1/database/servers", json={"name": f"gwdown{RUN}", **PG, "port": free_port()}
+        )
+        assert r.status_code == 503 and "unreachable" in r.json()["detail"]
+        r = await http.post(
+            "/v1/database/servers", json={"name": f"gwbad{RUN}", **MARIA, "admin_password": "nope"}
+        )
+        assert r.status_code == 400 and "Access denied" in r.json()["detail"]
         r = await http.delete(f"/v1/database/servers/gw{RUN}/databases/gw_{RUN}")
         assert r.status_code == 200, r.text
 
