@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 
-from ccc.common import Context, NotFound, Service, tracing
+from ccc.common import Context, Invalid, NotFound, Service, Unavailable, streaming, tracing
 from pydantic import BaseModel, Field
 
 
@@ -52,6 +52,14 @@ class JobIn(BaseModel):
 
 class JobOut(BaseModel):
     steps_done: int
+
+
+class TickIn(BaseModel):
+    ticks: int = Field(3, ge=0, le=100)
+    stream: bool = False
+    break_after: int | None = None
+    """Stop after this many ticks: with an error frame ("error"), or silently ("vanish")."""
+    how: str = "error"
 
 
 def build(name: str) -> Service:
@@ -119,6 +127,25 @@ def build(name: str) -> Service:
         if seen_key:
             await ctx.state.put(seen_key, True)
         return CountOut(counter=req.counter, value=value)
+
+    @service.endpoint("ticks", roles=("reader",), streams=True, timeout=2)
+    async def ticks(req: TickIn, ctx: Context) -> dict:
+        """Count; with "stream": true, one frame per tick (the streaming protocol)."""
+        if not req.stream:
+            return {"ticks": list(range(req.ticks))}
+        inbox = ctx.headers.get(streaming.INBOX_HEADER)
+        if not inbox:
+            raise Invalid("streaming needs the Ccc-Stream-Inbox header")
+        writer = streaming.StreamWriter(service.nc, inbox, "ticks")
+        for i in range(req.ticks):
+            if req.break_after is not None and i == req.break_after:
+                if req.how == "error":
+                    await writer.error(Unavailable("the tick source went away"))
+                    return {"frames": writer.frames}
+                await asyncio.sleep(3)  # vanish: no more frames, no end
+            await writer.chunk({"tick": i})
+        await writer.done()
+        return {"frames": writer.frames}
 
     @service.endpoint("job", operation=True, resumable=True)
     async def job(req: JobIn, ctx: Context) -> JobOut:

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-from fleet_service import build
-
 from ccc.common.natsserver import free_port
 from ccc.common.testing import running
+from fleet_service import build
 
 ROOT = Path(__file__).resolve().parents[2]
 CCC = str(Path(sys.executable).parent / "ccc")
@@ -23,7 +22,10 @@ CCC = str(Path(sys.executable).parent / "ccc")
 async def ccc(*args: str, nats_url: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI without blocking the loop the in-process test service runs on."""
     proc = await asyncio.create_subprocess_exec(
-        CCC, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        CCC,
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "CCC_NATS_URL": nats_url, "COLUMNS": "200"},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -32,7 +34,9 @@ async def ccc(*args: str, nats_url: str) -> subprocess.CompletedProcess[str]:
 
 async def test_call_services_publish(nats_url, service_name):
     async with running(build(service_name), nats_url):
-        out = await ccc("call", f"{service_name}.echo", '{"text": "hi", "repeat": 2}', nats_url=nats_url)
+        out = await ccc(
+            "call", f"{service_name}.echo", '{"text": "hi", "repeat": 2}', nats_url=nats_url
+        )
         assert out.returncode == 0, out.stderr
         assert '"hihi"' in out.stdout
 
@@ -66,8 +70,12 @@ def test_ccc_up_starts_the_fleet_and_stops_it_cleanly(tmp_path):
     for name in os.listdir(ROOT / "services"):  # keep metrics ports off the machine's 9101+
         env[f"CCC_{name.upper()}_METRICS_PORT"] = str(free_port())
     proc = subprocess.Popen(
-        [CCC, "up", "--root", str(ROOT)], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [CCC, "up", "--root", str(ROOT)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         lines: list[str] = []
@@ -90,18 +98,23 @@ def test_ccc_up_starts_the_fleet_and_stops_it_cleanly(tmp_path):
         assert r.status_code == 200
         catalog = httpx.get(
             f"http://127.0.0.1:{gateway_port}/v1/catalog",
-            headers={"Authorization": f"Bearer {key}"}, timeout=5,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
         ).json()
         started = {s["name"] for s in catalog["services"]}
-        expected = {p.name for p in (ROOT / "services").iterdir()
-                    if (p / "src" / "ccc" / p.name / "__main__.py").exists()} - {"gateway"}
+        expected = {
+            p.name
+            for p in (ROOT / "services").iterdir()
+            if (p / "src" / "ccc" / p.name / "__main__.py").exists()
+        } - {"gateway"}
         for _ in range(50):
             if expected <= started:
                 break
             time.sleep(0.2)
             catalog = httpx.get(
                 f"http://127.0.0.1:{gateway_port}/v1/catalog",
-                headers={"Authorization": f"Bearer {key}"}, timeout=5,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=5,
             ).json()
             started = {s["name"] for s in catalog["services"]}
         assert expected <= started, (expected, started)

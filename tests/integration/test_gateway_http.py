@@ -196,7 +196,6 @@ async def test_every_call_is_audited(nats_url, admin, service_name):
 async def test_discovery_stats_count_requests_and_errors(nats_url, admin, service_name):
     """What `ccc services` shows: per-endpoint request and error counts from $SRV.STATS."""
     import nats
-
     from ccc.common.discovery import discover
 
     async with running(build(service_name), nats_url):

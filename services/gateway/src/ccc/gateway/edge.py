@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from ccc.common import roles as role_rules
-from ccc.common import subjects, tracing
+from ccc.common import streaming, subjects, tracing
 from ccc.common.errors import (
     ERROR_CODE_HEADER,
     PROBLEM_CONTENT_TYPE,
@@ -191,6 +191,9 @@ class Edge:
         if merged:
             headers[subjects.PARAMS_HEADER] = json.dumps(merged)
         tracing.inject(headers)
+        if route.streams and _wants_stream(body):
+            await self._relay_stream(send, route, body, headers, trace_header)
+            return
         msg = await self._request(route, body, headers)
         reply_headers = msg.headers or {}
         code = reply_headers.get(ERROR_CODE_HEADER)
@@ -204,6 +207,58 @@ class Edge:
         if status == 202:
             extra.append((b"location", f"/v1/operations/{_operation_id(msg.data)}".encode()))
         await respond(send, status, msg.data, content_type, extra)
+
+    async def _relay_stream(
+        self,
+        send: Send,
+        route: Route,
+        body: bytes,
+        headers: dict[str, str],
+        trace_header: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Bus stream frames → Server-Sent Events (``data: <frame>``, then ``[DONE]``).
+
+        Until the first frame nothing is sent, so a stream that cannot start is an
+        ordinary problem+json answer. A stream that breaks later ends with an explicit
+        ``data: {"error": ...}`` event, never a silently truncated 200."""
+        frames = streaming.open_stream(
+            self.gw.bus,
+            route.subject,
+            body,
+            headers=headers,
+            idle_timeout=route.timeout,
+            timeout=max(route.timeout, 600.0),
+        )
+        try:
+            first: bytes | None = await anext(frames)
+        except StopAsyncIteration:
+            first = None
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                    *trace_header,
+                ],
+            }
+        )
+        try:
+            if first is not None:
+                await send(_sse(first))
+                async for frame in frames:
+                    await send(_sse(frame))
+            await send(_sse(b"[DONE]", more=False))
+        except CCCError as exc:
+            problem = exc.problem()
+            event = {
+                "error": {"message": exc.detail, "type": exc.slug, "code": exc.status, **problem}
+            }
+            await send(_sse(json.dumps(event).encode(), more=False))
+        finally:
+            await frames.aclose()
 
     async def _request(self, route: Route, body: bytes, headers: dict[str, str]) -> Any:
         """One retry on no-responders, so a draining instance's sibling takes over."""
@@ -221,6 +276,19 @@ class Edge:
                     f"{route.domain}.{route.op} did not answer within {route.timeout}s"
                 ) from None
         raise NotFound("unreachable")  # pragma: no cover
+
+
+def _wants_stream(body: bytes) -> bool:
+    """Only stream-capable routes get here, so only their bodies are ever parsed."""
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        return False  # the service answers the 400
+    return isinstance(parsed, dict) and parsed.get("stream") is True
+
+
+def _sse(data: bytes, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": more}
 
 
 def _trace_headers(scope: Scope) -> dict[str, str] | None:

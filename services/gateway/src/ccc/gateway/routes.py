@@ -30,6 +30,7 @@ class Route:
     timeout: float
     kind: str
     description: str = ""
+    streams: bool = False
     request_schema: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     response_schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     pattern: re.Pattern[str] | None = field(default=None, compare=False, hash=False)
@@ -77,6 +78,7 @@ def routes_of(service: ServiceSummary) -> list[Route]:
                 timeout=timeout,
                 kind=meta.get("kind", "request"),
                 description=meta.get("description", ""),
+                streams=meta.get("stream") == "sse",
                 request_schema=request_schema,
                 response_schema=response_schema,
                 pattern=_compile(path),
