@@ -30,11 +30,12 @@ async def gateway(nats_url: str) -> AsyncIterator[dict[str, str]]:
     import asyncio
 
     import uvicorn
+    from pydantic import SecretStr
+
     from ccc.common.natsserver import free_port
     from ccc.common.testing import register_gateway
     from ccc.gateway.app import create_app
     from ccc.gateway.settings import GatewaySettings
-    from pydantic import SecretStr
 
     port = free_port()
     settings = GatewaySettings(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nats
 import uvloop
+
 from ccc.common.natsserver import free_port, port_open, temporary_server
 
 HERE = Path(__file__).parent

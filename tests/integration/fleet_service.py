@@ -9,8 +9,9 @@ import asyncio
 import os
 import sys
 
-from ccc.common import Context, Invalid, NotFound, Service, Unavailable, streaming, tracing
 from pydantic import BaseModel, Field
+
+from ccc.common import Context, Invalid, NotFound, Service, Unavailable, streaming, tracing
 
 
 class EchoIn(BaseModel):

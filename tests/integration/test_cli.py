@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+from fleet_service import build
+
 from ccc.common.natsserver import free_port
 from ccc.common.testing import running
-from fleet_service import build
 
 ROOT = Path(__file__).resolve().parents[2]
 CCC = str(Path(sys.executable).parent / "ccc")

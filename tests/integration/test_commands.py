@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import nats
+from fleet_service import build
+
 from ccc.common.natsserver import free_port
 from ccc.common.testing import running, subprocess_service, wait_until
-from fleet_service import build
 
 HERE = Path(__file__).parent
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from ccc.common.testing import refresh_catalog, running
 from fleet_service import build
+
+from ccc.common.testing import refresh_catalog, running
 
 
 async def test_two_instances_share_the_load(nats_url, admin, service_name):

@@ -6,9 +6,10 @@ import asyncio
 import json
 
 import httpx
-from ccc.common.testing import refresh_catalog, running
 from fleet_http import client_with_role
 from fleet_service import build
+
+from ccc.common.testing import refresh_catalog, running
 
 PROBLEM = "application/problem+json"
 
@@ -196,6 +197,7 @@ async def test_every_call_is_audited(nats_url, admin, service_name):
 async def test_discovery_stats_count_requests_and_errors(nats_url, admin, service_name):
     """What `ccc services` shows: per-endpoint request and error counts from $SRV.STATS."""
     import nats
+
     from ccc.common.discovery import discover
 
     async with running(build(service_name), nats_url):

@@ -6,9 +6,10 @@ import asyncio
 import json
 
 import nats
+from fleet_service import build
+
 from ccc.common.bus import Bus
 from ccc.common.testing import refresh_catalog, running, wait_until
-from fleet_service import build
 
 
 async def _final(admin, op_id: str) -> dict:

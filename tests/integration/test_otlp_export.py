@@ -22,7 +22,7 @@ class Collector(BaseHTTPRequestHandler):
 
     spans: list = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         request = ExportTraceServiceRequest.FromString(body)
         for resource in request.resource_spans:

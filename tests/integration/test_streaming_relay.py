@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ccc.common.testing import refresh_catalog, running
 from fleet_service import build
+
+from ccc.common.testing import refresh_catalog, running
 
 
 async def _events(admin, url: str, body: dict) -> tuple[int, str, list[str]]:

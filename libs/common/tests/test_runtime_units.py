@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import BaseModel, Field
+
 from ccc.common import Context, Service, subjects, tracing
 from ccc.common.endpoint import build_spec
 from ccc.common.errors import (
@@ -16,7 +18,6 @@ from ccc.common.errors import (
     error_from_reply,
 )
 from ccc.common.slots import Slots
-from pydantic import BaseModel, Field
 
 
 class Req(BaseModel):

@@ -7,15 +7,16 @@ import contextlib
 import json
 from typing import Any
 
+from nats.js.api import DeliverPolicy
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from ccc.common import subjects
 from ccc.common.bus import Bus, connect
 from ccc.common.discovery import discover
 from ccc.common.errors import CCCError
 from ccc.common.settings import Settings
-from nats.js.api import DeliverPolicy
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 console = Console()
 

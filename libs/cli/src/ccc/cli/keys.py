@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import httpx
-from ccc.common.settings import Settings
 from rich.console import Console
 from rich.table import Table
+
+from ccc.common.settings import Settings
 
 console = Console()
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from rich.console import Console
+
 from ccc.common import localsecrets, natsserver
 from ccc.common.settings import Settings
-from rich.console import Console
 
 console = Console()
 METRICS_BASE_PORT = 9101

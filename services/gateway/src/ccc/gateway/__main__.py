@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
+
 from ccc.common.logs import setup_logging
 
 from .app import create_app

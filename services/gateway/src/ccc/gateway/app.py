@@ -12,11 +12,6 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from ccc.common import roles as role_rules
-from ccc.common import subjects
-from ccc.common.contracts.operations import Operation, OperationPage
-from ccc.common.discovery import ServiceSummary
-from ccc.common.errors import PROBLEM_CONTENT_TYPE, CCCError, Forbidden, Invalid, NotFound
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -24,6 +19,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ccc.common import roles as role_rules
+from ccc.common import subjects
+from ccc.common.contracts.operations import Operation, OperationPage
+from ccc.common.discovery import ServiceSummary
+from ccc.common.errors import PROBLEM_CONTENT_TYPE, CCCError, Forbidden, Invalid, NotFound
 
 from . import events, openapi
 from .edge import Edge

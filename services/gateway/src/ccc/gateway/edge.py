@@ -15,6 +15,12 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from prometheus_client import Counter, Histogram
+
 from ccc.common import roles as role_rules
 from ccc.common import streaming, subjects, tracing
 from ccc.common.errors import (
@@ -29,11 +35,6 @@ from ccc.common.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
-from prometheus_client import Counter, Histogram
 
 from .http import Message, Receive, Scope, Send, header, read_body, replay, respond, respond_problem
 from .keys import ApiKey

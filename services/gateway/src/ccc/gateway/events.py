@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ccc.common import subjects
-from ccc.common.errors import BadRequest, Invalid
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from ccc.common import subjects
+from ccc.common.errors import BadRequest, Invalid
 
 SUBJECT = re.compile(r"^ccc\.(evt|cmd)(\.([a-z0-9_]+|\*))+(\.>)?$|^ccc\.(evt|cmd)\.>$")
 KEEPALIVE_SECONDS = 15.0

@@ -8,11 +8,12 @@ import json
 import logging
 from typing import Any
 
+from nats.aio.client import Client as NATS
+
 from ccc.common import localsecrets, subjects, tracing
 from ccc.common.bus import Bus, connect, ensure_streams
 from ccc.common.discovery import discover
 from ccc.common.state import StateStore
-from nats.aio.client import Client as NATS
 
 from .keys import KeyRing
 from .ratelimit import RateLimiter

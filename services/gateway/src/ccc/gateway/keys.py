@@ -16,9 +16,10 @@ import logging
 import secrets
 from datetime import UTC, datetime
 
+from pydantic import BaseModel, Field
+
 from ccc.common.roles import ROLES
 from ccc.common.state import StateStore
-from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 PREFIX = "apikey."
