@@ -806,3 +806,29 @@ async def test_runs_as_its_own_process(nats_url: str, tmp_path: Path) -> None:
             await nc.close()
         assert proc.poll() is None
     assert (tmp_path / "master.key").exists()
+
+
+async def test_scratch_databases_left_by_a_crash_are_dropped(db: Any) -> None:
+    from ccc.database import backups
+
+    await register_pg(db)  # both engines registered: the sweep visits every server
+    await call(db, "server.register", {"name": f"maria{RUN}", **MARIA})
+    old = f"ccc_verify_{int(datetime.now(UTC).timestamp()) - 7 * 3600}_{RUN}"
+    new = f"ccc_verify_{int(datetime.now(UTC).timestamp())}_{RUN}"
+    conn = await asyncpg.connect(host="127.0.0.1", user="postgres", database="postgres")
+    m = await aiomysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+    try:
+        for name in (old, new):
+            await conn.execute(f'create database "{name}"')
+            async with m.cursor() as cur:
+                await cur.execute(f"create database `{name}`")
+        dropped = await backups.drop_stale_scratch(db.state)
+        assert dropped.count(old) == 2 and new not in dropped
+        assert not await conn.fetchval("select 1 from pg_database where datname = $1", old)
+        assert await conn.fetchval("select 1 from pg_database where datname = $1", new)
+    finally:
+        await conn.execute(f'drop database if exists "{new}"')
+        await conn.close()
+        async with m.cursor() as cur:
+            await cur.execute(f"drop database if exists `{new}`")
+        m.close()

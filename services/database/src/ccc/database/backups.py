@@ -332,6 +332,22 @@ async def reap_interrupted(state: StateStore, blobs: Blobs) -> list[str]:
     return reaped
 
 
+SCRATCH_MAX_AGE = 6 * 3600.0
+
+
+async def drop_stale_scratch(state: StateStore) -> list[str]:
+    """Scratch databases older than any verification could run, on every server."""
+    from .engines import ENGINES
+    from .registry import target_of
+
+    dropped = []
+    async for entry in state.items("server."):
+        engine = ENGINES[entry.value["engine"]]
+        with contextlib.suppress(CCCError):
+            dropped += await engine.drop_stale_scratch(target_of(entry.value), SCRATCH_MAX_AGE)
+    return dropped
+
+
 async def apply_retention(
     state: StateStore, blobs: Blobs, server: str, database: str | None, retention: Retention
 ) -> PruneResult:

@@ -527,6 +527,7 @@ async def _start(svc: Service) -> None:
 
     async def reap() -> None:
         await backups.reap_interrupted(svc.state, await svc.blobs())
+        await backups.drop_stale_scratch(svc.state)
 
     _background.append(
         asyncio.create_task(_every(max(svc.settings.operation_lease, 5.0), reap, "reaper"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,24 @@ class DumpPlan:
     format: str
 
 
+SCRATCH_PREFIX = "ccc_verify_"
+
+
+def scratch_name() -> str:
+    """``ccc_verify_<epoch>_<random>``: the epoch lets a sweep find ones a crash left."""
+    return f"{SCRATCH_PREFIX}{int(time.time())}_{secrets.token_hex(4)}"
+
+
+def stale_scratch(names: list[str], older_than: float) -> list[str]:
+    now = time.time()
+    out = []
+    for name in names:
+        stamp = name.removeprefix(SCRATCH_PREFIX).split("_", 1)[0]
+        if name.startswith(SCRATCH_PREFIX) and stamp.isdigit() and now - int(stamp) > older_than:
+            out.append(name)
+    return out
+
+
 def generate_password(length: int = 32) -> str:
     """Letters and digits only: safe in a DSN, a shell and every SQL dialect."""
     alphabet = string.ascii_letters + string.digits
@@ -53,6 +72,8 @@ class Engine(Protocol):
     ) -> list[Credential]: ...
 
     async def drop_database(self, t: Target, db: str, users: list[str]) -> None: ...
+
+    async def drop_stale_scratch(self, t: Target, older_than: float) -> list[str]: ...
 
     async def set_password(self, t: Target, user: str, password: str) -> None: ...
 

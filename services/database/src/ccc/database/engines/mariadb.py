@@ -19,7 +19,7 @@ from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavai
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery
 from ..settings import settings
 from ..tools import ToolFailed, binary, run
-from .base import DumpPlan, Target, generate_password
+from .base import DumpPlan, Target, generate_password, scratch_name, stale_scratch
 
 ACCESS_DENIED = {1044, 1045, 1698}
 UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
@@ -167,6 +167,19 @@ class MariaDB:
             for user in users:
                 await _all(conn, "drop user if exists %s@'%%'", (user,))
 
+    async def drop_stale_scratch(self, t: Target, older_than: float) -> list[str]:
+        """Drop verification databases a crashed verify left behind."""
+        async with connect(t) as conn:
+            rows = await _all(
+                conn,
+                "select schema_name from information_schema.schemata "
+                "where schema_name like 'ccc\\_verify\\_%'",
+            )
+            stale = stale_scratch([r[0] for r in rows], older_than)
+            for name in stale:
+                await _all(conn, f"drop database if exists {quote_ident(name)}")
+        return stale
+
     async def set_password(self, t: Target, user: str, password: str) -> None:
         async with connect(t) as conn:
             await _all(conn, "alter user %s@'%%' identified by %s", (user, password))
@@ -240,7 +253,7 @@ class MariaDB:
 
     @contextlib.asynccontextmanager
     async def scratch(self, t: Target, path: Path, workdir: Path) -> AsyncIterator[dict[str, int]]:
-        name = f"ccc_verify_{uuid.uuid4().hex[:12]}"
+        name = scratch_name()
         async with connect(t) as conn:
             await _all(conn, f"create database {quote_ident(name)}")
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavai
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery
 from ..settings import settings
 from ..tools import ToolFailed, binary, run
-from .base import DumpPlan, Target, generate_password
+from .base import DumpPlan, Target, generate_password, scratch_name, stale_scratch
 
 
 def quote_ident(name: str) -> str:
@@ -151,6 +150,20 @@ class Postgres:
                         f"role {user!r} still owns objects elsewhere on {t.server!r}: {exc}"
                     ) from exc
 
+    async def drop_stale_scratch(self, t: Target, older_than: float) -> list[str]:
+        """Drop verification databases a crashed verify left behind."""
+        async with connect(t) as conn:
+            names = [
+                r["datname"]
+                for r in await conn.fetch(
+                    "select datname from pg_database where datname like 'ccc\\_verify\\_%'"
+                )
+            ]
+            stale = stale_scratch(names, older_than)
+            for name in stale:
+                await conn.execute(f"drop database if exists {quote_ident(name)} with (force)")
+        return stale
+
     async def set_password(self, t: Target, user: str, password: str) -> None:
         async with connect(t) as conn:
             await conn.execute(f"alter role {quote_ident(user)} password {quote_literal(password)}")
@@ -211,7 +224,7 @@ class Postgres:
     @contextlib.asynccontextmanager
     async def scratch(self, t: Target, path: Path, workdir: Path) -> AsyncIterator[dict[str, int]]:
         """Restore into a throwaway database, yield its row counts, drop it."""
-        name = f"ccc_verify_{uuid.uuid4().hex[:12]}"
+        name = scratch_name()
         async with connect(t) as conn:
             await conn.execute(f"create database {quote_ident(name)}")
         try:

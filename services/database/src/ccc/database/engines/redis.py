@@ -131,6 +131,9 @@ class Redis:
             await _persist_acl(r)
         return password
 
+    async def drop_stale_scratch(self, t: Target, older_than: float) -> list[str]:
+        return []  # verification loads a private redis-server, never the managed one
+
     async def set_password(self, t: Target, user: str, password: str) -> None:
         async with connect(t) as r:
             await command(r, "ACL", "SETUSER", user, "resetpass", f">{password}")
