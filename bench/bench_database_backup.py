@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+
 from ccc.common.testing import running, temporary_server
 from ccc.database.registry import runtime
 from ccc.database.service import service

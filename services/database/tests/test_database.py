@@ -20,6 +20,8 @@ import httpx
 import pymysql
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError
+
 from ccc.common import BadRequest, Conflict, Invalid, Unavailable
 from ccc.common.natsserver import free_port
 from ccc.common.testing import refresh_catalog, running, wait_until
@@ -27,7 +29,6 @@ from ccc.database import schedules
 from ccc.database.registry import runtime
 from ccc.database.service import service
 from ccc.database.settings import settings
-from redis.exceptions import NoPermissionError
 
 RUN = uuid.uuid4().hex[:8]
 PG = {"engine": "postgres", "host": "127.0.0.1", "port": 5432, "admin_user": "postgres"}
@@ -780,6 +781,7 @@ async def test_backups_to_s3_when_configured(db: Any, tmp_path: Path, monkeypatc
 async def test_runs_as_its_own_process(nats_url: str, tmp_path: Path) -> None:
     """``python -m ccc.database``: the entry point starts, answers on the bus, drains."""
     import nats
+
     from ccc.common.testing import subprocess_service
 
     port = free_port()

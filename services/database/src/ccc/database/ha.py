@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from ccc.common import Invalid
 from jsonschema import Draft7Validator
 from pydantic import BaseModel, Field
+
+from ccc.common import Invalid
 
 from .models import Host, Ident
 from .settings import settings

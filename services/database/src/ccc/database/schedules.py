@@ -14,10 +14,11 @@ import contextlib
 import logging
 from datetime import datetime
 
+from croniter import croniter
+
 from ccc.common import CCCError, Conflict, Invalid
 from ccc.common.bus import Bus
 from ccc.common.state import StateStore
-from croniter import croniter
 
 from .models import CreateSchedule, ScheduleView
 from .registry import runtime

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccc.common.settings import Settings
 from pydantic import SecretStr
+
+from ccc.common.settings import Settings
 
 
 class DatabaseSettings(Settings):

@@ -14,9 +14,10 @@ import io
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from nats.js.errors import ObjectNotFoundError
+
 from ccc.common import NotFound, Unavailable
 from ccc.common.state import Blobs
-from nats.js.errors import ObjectNotFoundError
 
 from .settings import settings
 

@@ -12,8 +12,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from ccc.common import Internal
 from cryptography.fernet import Fernet, InvalidToken
+
+from ccc.common import Internal
 
 from .settings import DatabaseSettings
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiomysql
 import pymysql
+
 from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavailable
 
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery

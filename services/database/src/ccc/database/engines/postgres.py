@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+
 from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavailable
 
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery

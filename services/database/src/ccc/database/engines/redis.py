@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from ccc.common import BadRequest, Internal, Invalid, Unavailable
-from ccc.common.natsserver import free_port
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
@@ -26,6 +24,9 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
+
+from ccc.common import BadRequest, Internal, Invalid, Unavailable
+from ccc.common.natsserver import free_port
 
 from ..models import Credential, DatabaseSize, Grant, Health, Performance, SlowQuery
 from ..settings import settings
