@@ -30,9 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from ccc.common import Context, Service
 from ccc.common.testing import running, temporary_server
-from pydantic import BaseModel, ConfigDict
 
 RUNS = int(os.environ.get("CCC_BENCH_WF_RUNS", "20"))
 LENGTH = int(os.environ.get("CCC_BENCH_WF_LENGTH", "50"))

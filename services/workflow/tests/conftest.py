@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict
+
 from ccc.common import Context, Invalid, Service, Unavailable
 from ccc.common.bus import Bus
 from ccc.common.testing import running, wait_until
 from ccc.workflow.runstate import RUN_DONE
 from ccc.workflow.service import create_service
 from ccc.workflow.settings import WorkflowSettings
-from pydantic import BaseModel, ConfigDict
 
 _names = itertools.count(1)
 

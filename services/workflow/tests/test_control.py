@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from ccc.common import Conflict, Service
 from ccc.common.testing import wait_until
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from ccc.common import Invalid, NotFound, Service
 from ccc.workflow.definition import json_schema
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+
 from ccc.common import Service
 from ccc.common.testing import refresh_catalog, wait_until
 

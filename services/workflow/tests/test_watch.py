@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 
+from rich.console import Console
+
 from ccc.common import Service
 from ccc.workflow.watch import watch_async
-from rich.console import Console
 
 from .conftest import Target, finished, put, start, unique
 

@@ -24,10 +24,11 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from ccc.common import Conflict, Invalid, NotFound, subjects
-from ccc.common.state import StateStore
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, KeyWrongLastSequenceError
+
+from ccc.common import Conflict, Invalid, NotFound, subjects
+from ccc.common.state import StateStore
 
 from . import expr, notify
 from .clock import Clock, SystemClock
@@ -360,6 +361,7 @@ class RunActor:
         self.task: asyncio.Task[None] | None = None
         self.cancel_requested: dict[str, Any] | None = None
         self.steps = {s.id: s for s in definition.steps}
+        self.reads = step_reads(definition)
         self._dispatch: list[tuple[str, Instance, Action, bool]] = []
         self._last_progress = 0.0
 
@@ -542,7 +544,11 @@ class RunActor:
                 self._succeed(now)
                 return
 
-    def _names(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _names(self, reads: frozenset[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The expression namespace, with only the steps the expressions read (validation
+        made sure they cannot read others): building every step's view each time made a
+        long chain quadratic."""
+        steps = self.run.steps
         names: dict[str, Any] = {
             "params": self.run.params,
             "run": {
@@ -553,14 +559,15 @@ class RunActor:
             },
             "steps": {
                 sid: {
-                    "status": sr.status,
-                    "output": sr.output,
-                    "error": sr.error,
-                    "started_at": sr.started_at,
-                    "finished_at": sr.finished_at,
-                    "attempts": sum(i.attempts for i in sr.instances),
+                    "status": steps[sid].status,
+                    "output": steps[sid].output,
+                    "error": steps[sid].error,
+                    "started_at": steps[sid].started_at,
+                    "finished_at": steps[sid].finished_at,
+                    "attempts": sum(i.attempts for i in steps[sid].instances),
                 }
-                for sid, sr in self.run.steps.items()
+                for sid in reads
+                if sid in steps
             },
         }
         if extra:
@@ -569,7 +576,7 @@ class RunActor:
 
     def _begin_step(self, step_id: str, sr: StepRun, now: float) -> bool:
         step = self.steps[step_id]
-        names = self._names()
+        names = self._names(self.reads[step_id])
         try:
             if step.when is not None and not expr.condition(step.when).evaluate(names):
                 sr.status, sr.started_at, sr.finished_at = "skipped", None, now
@@ -638,7 +645,7 @@ class RunActor:
 
     def _succeed(self, now: float) -> None:
         try:
-            self.run.output = expr.render(self.definition.output, self._names())
+            self.run.output = expr.render(self.definition.output, self._names(self.reads[""]))
         except expr.ExpressionError as exc:
             self._end("failed", f"output: {exc}")
             return
@@ -740,7 +747,8 @@ class RunActor:
             key = f"{self.run.id}/{step_id}/compensate"
         else:
             key = step_key(self.run.id, step_id, inst.index, sr.for_each)
-        names = self._names(extra)
+        reads = self.reads[f"{step_id}#compensation" if compensation else step_id]
+        names = self._names(reads, extra)
         wake = self.wakes.setdefault((f"{where}:{step_id}", inst.index), asyncio.Event())
         task = asyncio.create_task(self._attempt(where, step_id, inst, action, names, key, wake))
         self.tasks[(f"{where}:{step_id}", inst.index)] = task
@@ -851,29 +859,36 @@ class RunActor:
         data = self.run.model_dump_json().encode()
         if len(data) > self.engine.settings.workflow_max_record_bytes:
             data = self._oversized(len(data))
-        try:
-            self.revision = await self.engine.state.kv.update(
-                run_key(self.run.id), data, last=self.revision
-            )
-        except (KeyWrongLastSequenceError, BadRequestError):
-            raise LostLease("the run record was written by another instance") from None
-        self.dirty = False
         events, self.events = self.events, []
         done, total = self.run.progress()
         entry = {
             "run_id": self.run.id,
             "workflow": self.run.workflow,
-            "revision": self.revision,
+            "base_revision": self.revision,
             "status": self.run.status,
             "done": done,
             "total": total,
             "events": events,
         }
-        await self.engine.bus.publish_durable(
+        # The record write and the history append go out together (one round trip, not
+        # two); steps start only after both are acknowledged. Should the write lose its
+        # CAS, the entry names an owner that was already replaced, which is what happened.
+        write = self.engine.state.kv.update(run_key(self.run.id), data, last=self.revision)
+        append = self.engine.bus.publish_durable(
             self.engine.history_subject(self.run.id),
             entry,
-            msg_id=f"{self.run.id}:{self.revision}",
+            msg_id=f"{self.run.id}:{self.engine.instance}:{self.revision}",
         )
+        results = await asyncio.gather(write, append, return_exceptions=True)
+        if isinstance(results[0], KeyWrongLastSequenceError | BadRequestError):
+            raise LostLease("the run record was written by another instance")
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        revision = results[0]
+        assert isinstance(revision, int)
+        self.revision = revision
+        self.dirty = False
         now = time.monotonic()
         if any(e["type"] == "step.succeeded" for e in events) and (
             now - self._last_progress > self.engine.settings.workflow_progress_interval
@@ -960,6 +975,43 @@ class RunActor:
         if self.cancel_requested is not None:
             with contextlib.suppress(Exception):
                 await self.engine.state.delete(cancel_key(run.id))
+
+
+def step_reads(definition: Definition) -> dict[str, frozenset[str]]:
+    """Which steps' results each step's expressions read (key "" is the run output;
+    "<id>#compensation" a compensation, which may also read its own step)."""
+
+    def of_action(action: Action) -> set[str]:
+        found: set[str] = set()
+        for value in (
+            action.with_,
+            action.payload,
+            action.workflow.params if action.workflow else None,
+        ):
+            for _path, e in expr.template_expressions(value):
+                found |= {ref for ref, _ in e.step_refs()}
+        if action.wait_event is not None and action.wait_event.match:
+            found |= {ref for ref, _ in expr.condition(action.wait_event.match).step_refs()}
+        return found
+
+    out: dict[str, frozenset[str]] = {}
+    for step in definition.steps:
+        found = of_action(step)
+        if step.when:
+            found |= {ref for ref, _ in expr.condition(step.when).step_refs()}
+        if isinstance(step.for_each, str):
+            found |= {ref for ref, _ in expr.condition(step.for_each).step_refs()}
+        elif step.for_each is not None:
+            for _path, e in expr.template_expressions(step.for_each):
+                found |= {ref for ref, _ in e.step_refs()}
+        out[step.id] = frozenset(found)
+        if step.on_failure is not None:
+            out[f"{step.id}#compensation"] = frozenset(of_action(step.on_failure) | {step.id})
+    outputs: set[str] = set()
+    for _path, e in expr.template_expressions(definition.output):
+        outputs |= {ref for ref, _ in e.step_refs()}
+    out[""] = frozenset(outputs)
+    return out
 
 
 def _label(where: str) -> str:

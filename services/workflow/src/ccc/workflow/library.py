@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, PrivateAttr
+
 from ccc.common import Conflict, NotFound
 from ccc.common.state import StateStore
-from pydantic import BaseModel, PrivateAttr
 
 from .definition import Definition
 from .validate import digest

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import httpx
+
 from ccc.common import subjects
 from ccc.common.bus import Bus
 

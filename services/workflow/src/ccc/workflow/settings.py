@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ccc.common.settings import Settings
 from pydantic import Field
+
+from ccc.common.settings import Settings
 
 
 class WorkflowSettings(Settings):

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ccc.common import CCCError, subjects
-from ccc.common.errors import error_from_reply
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from ccc.common import CCCError, subjects
+from ccc.common.errors import error_from_reply
 
 from . import expr
 from .definition import Action

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from ccc.common import CCCError, subjects
 from croniter import croniter
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ccc.common import CCCError, subjects
 
 from . import expr
 from .clock import Clock

@@ -14,8 +14,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import yaml
-from ccc.common import Invalid
 from pydantic import ValidationError
+
+from ccc.common import Invalid
 
 from . import expr
 from .definition import Action, Definition, Step

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ccc.common.bus import Bus, connect
-from ccc.common.settings import Settings
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,6 +19,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+from ccc.common.bus import Bus, connect
+from ccc.common.settings import Settings
 
 from . import history
 from .runstate import RUN_DONE
