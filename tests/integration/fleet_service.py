@@ -55,6 +55,17 @@ class JobOut(BaseModel):
     steps_done: int
 
 
+class Upload(BaseModel):
+    filename: str
+    content_type: str | None = None
+    content_base64: str
+
+
+class UploadIn(BaseModel):
+    title: str
+    files: list[Upload]
+
+
 class TickIn(BaseModel):
     ticks: int = Field(3, ge=0, le=100)
     stream: bool = False
@@ -147,6 +158,16 @@ def build(name: str) -> Service:
             await writer.chunk({"tick": i})
         await writer.done()
         return {"frames": writer.frames}
+
+    @service.endpoint("upload", roles=("operator",))
+    async def upload(req: UploadIn, ctx: Context) -> dict:
+        """Receive files (multipart at the edge arrives here as JSON)."""
+        import base64
+
+        return {
+            "title": req.title,
+            "files": {f.filename: len(base64.b64decode(f.content_base64)) for f in req.files},
+        }
 
     @service.endpoint("job", operation=True, resumable=True)
     async def job(req: JobIn, ctx: Context) -> JobOut:

@@ -215,3 +215,26 @@ async def test_discovery_stats_count_requests_and_errors(nats_url, admin, servic
     assert (echo.requests, echo.errors) == (4, 1)
     assert (item.requests, item.errors) == (1, 1)
     assert echo.average_ms > 0
+
+
+async def test_multipart_upload_arrives_as_json(nats_url, admin, service_name):
+    async with running(build(service_name), nats_url):
+        await refresh_catalog()
+        url = f"/v1/orchestrate/{service_name}/upload"
+        files = [
+            ("files", ("a.txt", b"hello", "text/plain")),
+            ("files", ("b.pdf", b"%PDF-1.4 fake", "application/pdf")),
+        ]
+        r = await admin.post(url, data={"title": "two files"}, files=files)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"title": "two files", "files": {"a.txt": 5, "b.pdf": 13}}
+
+        r = await admin.post(
+            url, data={"title": "big"}, files=[("files", ("big.bin", b"x" * 800_000))]
+        )
+        assert r.status_code == 413
+        assert "base64" in r.json()["detail"]
+
+        r = await admin.post(url, data={"title": "no files"})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["loc"] == "files"

@@ -18,7 +18,6 @@ from typing import Any
 
 from .natsserver import free_port, port_open, temporary_server
 from .service import Service
-from .settings import Settings
 
 __all__ = [
     "free_port",
@@ -47,7 +46,9 @@ async def refresh_catalog() -> None:
 @contextlib.asynccontextmanager
 async def running(service: Service, nats_url: str, **settings: object) -> AsyncIterator[Service]:
     """Run ``service`` in this event loop against ``nats_url`` until the block ends."""
-    service.settings = Settings(nats_url=nats_url, **settings)  # type: ignore[arg-type]
+    # Keep the service's own settings class (it may add fields), with the test's bus.
+    settings_class = type(service.settings)
+    service.settings = settings_class(nats_url=nats_url, **settings)  # type: ignore[arg-type]
     service._stopped = asyncio.Event()
     await service.start()
     try:

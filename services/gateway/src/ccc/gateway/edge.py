@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -36,9 +35,21 @@ from ccc.common.errors import (
     UnsupportedMediaType,
 )
 
-from .http import Message, Receive, Scope, Send, header, read_body, replay, respond, respond_problem
+from .http import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    form_fields,
+    header,
+    read_body,
+    replay,
+    respond,
+    respond_problem,
+)
 from .keys import ApiKey
 from .routes import Route
+from .uploads import multipart_to_json, urlencoded_to_json
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -46,7 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # curl -d sends form-urlencoded and some clients text/plain for a JSON body; take those as
-# JSON too (the service validates it), and refuse what is surely not JSON (multipart, xml).
+# JSON too (the service validates it). multipart/form-data is converted (uploads.py);
+# anything else (xml, octet-stream, ...) is refused with 415.
 JSON_LIKE = ("application/x-www-form-urlencoded", "text/plain")
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
@@ -179,7 +191,13 @@ class Edge:
             body = await read_body(scope, receive, self.gw.settings.max_body_bytes)
             if body:
                 content_type = (header(scope, b"content-type") or "application/json").lower()
-                if not content_type.startswith(JSON_LIKE) and "json" not in content_type:
+                if content_type.startswith("multipart/form-data"):
+                    body = await multipart_to_json(
+                        scope, receive, body, self.gw.settings.max_body_bytes
+                    )
+                elif content_type.startswith("application/x-www-form-urlencoded"):
+                    body = urlencoded_to_json(body)
+                elif not content_type.startswith(JSON_LIKE) and "json" not in content_type:
                     raise UnsupportedMediaType(
                         f"content type {content_type!r} is not supported; send application/json"
                     )
@@ -301,16 +319,7 @@ def _trace_headers(scope: Scope) -> dict[str, str] | None:
 
 def _query_params(scope: Scope) -> dict[str, Any]:
     raw = scope.get("query_string", b"")
-    if not raw:
-        return {}
-    out: dict[str, Any] = {}
-    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
-        if name in out:
-            existing = out[name]
-            out[name] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
-            out[name] = value
-    return out
+    return form_fields(raw.decode("latin-1")) if raw else {}
 
 
 def _operation_id(data: bytes) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ccc.common.errors import PROBLEM_CONTENT_TYPE, CCCError, PayloadTooLarge
 
@@ -95,3 +96,15 @@ def problem_json(status: int, title: str, detail: str, instance: str | None = No
     if instance:
         body["instance"] = instance
     return json.dumps(body).encode()
+
+
+def form_fields(raw: str) -> dict[str, Any]:
+    """``a=1&b=2&b=3`` → ``{"a": "1", "b": ["2", "3"]}``: query strings and url-encoded forms."""
+    out: dict[str, Any] = {}
+    for name, value in parse_qsl(raw, keep_blank_values=True):
+        if name in out:
+            existing = out[name]
+            out[name] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            out[name] = value
+    return out
