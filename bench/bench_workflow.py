@@ -12,7 +12,7 @@ and prints steps/s for each, and the delay from a step's completion to its depen
 start (p50/p99): measured at the no-op endpoint, in this process's clock, from the
 moment it answers step n to the moment step n+1's call arrives (reply transit, the
 engine's durable write, dispatch, request transit). Asserts nothing.
-Sizes: CCC_BENCH_WF_RUNS (default 20), CCC_BENCH_WF_LENGTH (50), CCC_BENCH_WF_FANOUT_RUNS
+Sizes: CCC_BENCH_WF_RUNS (default 40), CCC_BENCH_WF_LENGTH (50), CCC_BENCH_WF_FANOUT_RUNS
 (4), CCC_BENCH_WF_ITEMS (250).
 """
 
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from ccc.common import Context, Service
 from ccc.common.testing import running, temporary_server
 
-RUNS = int(os.environ.get("CCC_BENCH_WF_RUNS", "20"))
+RUNS = int(os.environ.get("CCC_BENCH_WF_RUNS", "40"))
 LENGTH = int(os.environ.get("CCC_BENCH_WF_LENGTH", "50"))
 FANOUT_RUNS = int(os.environ.get("CCC_BENCH_WF_FANOUT_RUNS", "4"))
 ITEMS = int(os.environ.get("CCC_BENCH_WF_ITEMS", "250"))
