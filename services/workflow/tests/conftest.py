@@ -92,6 +92,16 @@ async def slow(req: Body, ctx: Context) -> dict[str, Any]:
     return {"slept": True}
 
 
+@target_service.endpoint("long", http="", operation=True)
+async def long(req: Body, ctx: Context) -> dict[str, Any]:
+    """Long work as an operation: the caller gets 202 and the result comes later."""
+    await ctx.progress(0.5, "half way")
+    await asyncio.sleep(float(req.model_dump().get("seconds", 0.3)))
+    if req.model_dump().get("fail"):
+        raise Invalid("the long work failed")
+    return {"done": True, "n": req.model_dump().get("n")}
+
+
 @target_service.endpoint("reject", http="")
 async def reject(req: Body, ctx: Context) -> dict[str, Any]:
     raise Invalid("card declined")

@@ -223,3 +223,35 @@ async def test_a_run_whose_record_outgrows_a_message_fails_cleanly(
     assert run["status"] == "failed"
     assert "over the 900000-byte limit" in run["error"]
     assert run["steps"]["after"]["status"] == "cancelled"
+
+
+async def test_a_call_answered_with_an_operation_waits_for_its_result(
+    wf: Service, wftarget: Target
+) -> None:
+    name = unique("operation")
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {"id": "long", "call": "wftarget.long", "with": {"n": 5, "seconds": 0.3}},
+                {
+                    "id": "use",
+                    "call": "wftarget.echo",
+                    "depends_on": ["long"],
+                    "with": {"n": "${{ steps.long.output.n }}"},
+                },
+                {
+                    "id": "bad",
+                    "call": "wftarget.long",
+                    "depends_on": ["use"],
+                    "with": {"fail": True},
+                },
+            ]
+        },
+    )
+    run = await finished(wf.bus, await start(wf.bus, name))
+    assert run["steps"]["long"]["output"] == {"done": True, "n": 5}
+    assert run["steps"]["use"]["output"]["echo"] == {"n": 5}
+    assert run["status"] == "failed"
+    assert "the long work failed" in run["steps"]["bad"]["error"]
