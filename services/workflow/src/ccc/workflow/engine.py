@@ -766,7 +766,10 @@ class RunActor:
         attempt_no = inst.attempts
         message: tuple[Any, ...]
         try:
-            async with self.engine.slots:
+            # calls and publishes take a slot; waiting kinds (approval, events, delays,
+            # sub-workflows) hold none, or a thousand pending approvals would stall the rest
+            busy = action.call is not None or action.publish is not None
+            async with self.engine.slots if busy else contextlib.nullcontext():
                 payload: Any = None
                 if action.call is not None:
                     payload = expr.render(action.with_, names)
