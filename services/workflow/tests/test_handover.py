@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from ccc.common.testing import running
+from ccc.common import Service
+from ccc.common.testing import running, wait_until
 from ccc.workflow.service import create_service, runtime_of
 
-from .conftest import FAST, Target, finished, put, unique
+from .conftest import FAST, Target, finished, put, target_service, unique
 
 
 async def test_stopping_instance_hands_its_run_to_a_sibling(
@@ -39,3 +40,44 @@ async def test_stopping_instance_hands_its_run_to_a_sibling(
     # the delay counted from its recorded start, not again from the takeover
     wait = done["steps"]["wait"]["instances"][0]
     assert wait["finished_at"] - wait["started_at"] < 1.0 + FAST.workflow_lease / 3 + 0.5
+
+
+async def test_an_event_that_comes_while_no_instance_runs_is_not_missed(
+    nats_url: str, wftarget: Target
+) -> None:
+    first = create_service(settings=FAST)
+    name = unique("offline")
+    async with running(first, nats_url):
+        await put(
+            first.bus,
+            name,
+            {
+                "steps": [
+                    {
+                        "id": "paid",
+                        "wait_event": {
+                            "subject": "ccc.evt.wftest.offline.paid",
+                            "match": "event.order == params.order",
+                        },
+                    },
+                ]
+            },
+        )
+        run = await first.bus.call("workflow.run.start", {"name": name, "params": {"order": name}})
+        await step_running(first, run["id"], "paid")
+    # no workflow instance is alive now; the event goes to the stream all the same
+    await target_service.bus.publish_durable("ccc.evt.wftest.offline.paid", {"order": name, "n": 1})
+    second = create_service(settings=FAST)
+    async with running(second, nats_url):
+        done = await finished(second.bus, run["id"], timeout=10)
+    assert done["status"] == "succeeded"
+    assert done["steps"]["paid"]["output"] == {"order": name, "n": 1}
+
+
+async def step_running(service: Service, run_id: str, step: str) -> None:
+    async def reached() -> bool:
+        run = await service.bus.call("workflow.run.get", {"run_id": run_id})
+        insts = run["steps"][step]["instances"]
+        return bool(insts and insts[0]["status"] == "running")
+
+    await wait_until(reached, timeout=5)
