@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 
-def load_or_create(data_dir: Path, name: str, prefix: str = "") -> tuple[str, bool]:
+def load_or_create(
+    data_dir: Path, name: str, prefix: str = "", generate: Callable[[], str] | None = None
+) -> tuple[str, bool]:
     """Return (secret, created_now) for ``<data_dir>/<name>``."""
     path = data_dir / name
     if path.exists():
         return path.read_text().strip(), False
     data_dir.mkdir(parents=True, exist_ok=True)
-    value = f"{prefix}{secrets.token_urlsafe(32)}"
+    value = prefix + (generate() if generate else secrets.token_urlsafe(32))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process created it a moment ago

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,3 +31,6 @@ class Settings(BaseSettings):
     drain_timeout: float = 20.0
     events_max_age_days: float = 7.0
     request_timeout: float = 10.0
+    master_key: SecretStr | None = None
+    """Fernet key (or passphrase) sealing secrets at rest; unset, one is generated
+    under ``<data_dir>/master.key`` (mode 0600)."""

@@ -12,11 +12,11 @@ from typing import Any
 
 from ccc.common import NotFound
 from ccc.common.state import StateStore
+from ccc.common.vault import Vault, load_master_key
 
 from .engines import ENGINES, Engine, Target
 from .models import ServerView
 from .settings import settings
-from .vault import Vault, load_master_key
 
 
 def _utcnow() -> datetime:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from ccc.common.settings import Settings
 
 
 class DatabaseSettings(Settings):
-    master_key: SecretStr | None = None
-    """Fernet key (or any passphrase, stretched) that encrypts credentials at rest.
-    Unset: one is generated under ``<data_dir>/master.key`` with mode 0600."""
+    """The fleet's settings (incl. ``CCC_MASTER_KEY``) plus the database-only knobs."""
+
     schedule_interval: float = 30.0
     """Seconds between two scheduler ticks; 0 turns the background scheduler off."""
     metrics_interval: float = 60.0
