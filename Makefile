@@ -24,7 +24,7 @@ test: setup ## unit and integration tests on a real bus (starts its own nats-ser
 lint: setup ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/common/src libs/cli/src $(wildcard services/*/src)
+	$(VENV)/bin/mypy -p ccc.common -p ccc.cli $(foreach s,$(notdir $(wildcard services/*)),-p ccc.$(s))
 
 format: setup
 	$(VENV)/bin/ruff format .
