@@ -35,6 +35,7 @@ from .clock import Clock, SystemClock
 from .definition import Action, Definition
 from .history import HISTORY_PREFIX, HISTORY_STREAM
 from .library import Library
+from .metrics import ATTEMPTS, OWNED, RUNS, STARTED, WRITE
 from .runstate import (
     RUN_DONE,
     STEP_ACTIVE,
@@ -213,10 +214,13 @@ class Engine:
 
     def _launch(self, actor: RunActor) -> None:
         self.actors[actor.run.id] = actor
+        OWNED.set(len(self.actors))
+        STARTED.labels("resumed" if actor.run.resumed else "new").inc()
         actor.task = asyncio.create_task(actor.main(), name=f"run-{actor.run.id}")
 
     def _forget(self, run_id: str) -> None:
         self.actors.pop(run_id, None)
+        OWNED.set(len(self.actors))
 
     # -- reading, signals ------------------------------------------------------------------
 
@@ -439,6 +443,7 @@ class RunActor:
                 inst.status = "waiting"
                 self.record_event("step.waiting", step=step_id, index=index)
             elif kind == "done":
+                ATTEMPTS.labels("succeeded").inc()
                 self.tasks.pop((f"{where}:{step_id}", index), None)
                 # finished_at: when the step's work returned, not when this batch ran
                 inst.status, inst.output, inst.finished_at, inst.error = (
@@ -453,6 +458,7 @@ class RunActor:
             else:
                 self.tasks.pop((f"{where}:{step_id}", index), None)
                 reason, retryable = rest
+                ATTEMPTS.labels("failed").inc()
                 action = self._action(where, step_id)
                 if retryable and attempt < action.retry.max_attempts and self._may_retry(where):
                     inst.status = "retrying"
@@ -882,7 +888,8 @@ class RunActor:
             entry,
             msg_id=f"{self.run.id}:{self.engine.instance}:{self.revision}",
         )
-        results = await asyncio.gather(write, append, return_exceptions=True)
+        with WRITE.time():
+            results = await asyncio.gather(write, append, return_exceptions=True)
         if isinstance(results[0], KeyWrongLastSequenceError | BadRequestError):
             raise LostLease("the run record was written by another instance")
         for result in results:
@@ -948,6 +955,7 @@ class RunActor:
     async def _finished(self) -> None:
         self.done = True
         run = self.run
+        RUNS.labels(run.status).inc()
         with contextlib.suppress(Exception):
             await self.engine.state.delete(lease_key(run.id))
         event = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}[run.status]

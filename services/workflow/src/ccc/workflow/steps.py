@@ -23,7 +23,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from ccc.common import CCCError, subjects
+from ccc.common import CCCError, subjects, tracing
 from ccc.common.errors import error_from_reply
 
 from . import expr
@@ -108,6 +108,7 @@ async def _call(a: Attempt) -> Any:
         "Ccc-Workflow-Run": a.run_id,
         "Ccc-Attempt": str(a.attempt),
     }
+    tracing.inject(headers)  # the run's trace continues into the callee
     started = time.monotonic()
     try:
         msg = await a.engine.bus.nc.request(
