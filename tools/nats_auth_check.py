@@ -31,9 +31,10 @@ from typing import Any
 
 import nats
 import yaml
+from pydantic import BaseModel
+
 from ccc.common import Service
 from ccc.common.settings import Settings
-from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERED = ROOT / ".tools/chart-check/talos.yaml"
