@@ -347,3 +347,23 @@ async def test_a_durable_nats_command_starts_one_run_however_often_it_is_sent(
     assert run["status"] == "succeeded" and run["params"] == {"x": 7}
     runs = (await wf.bus.call("workflow.run.list", {"workflow": name}))["runs"]
     assert len(runs) == 1
+
+
+async def test_cancelling_a_parent_cancels_its_running_sub_workflow(
+    wf: Service, wftarget: Target
+) -> None:
+    child = unique("slowchild")
+    await put(wf.bus, child, {"steps": [{"id": "nap", "delay": "30s"}]})
+    parent = unique("cancelparent")
+    await put(wf.bus, parent, {"steps": [{"id": "sub", "workflow": {"name": child}}]})
+    run_id = await start(wf.bus, parent)
+
+    async def child_started() -> bool:
+        return bool((await wf.bus.call("workflow.run.list", {"workflow": child}))["runs"])
+
+    await wait_until(child_started, timeout=5)
+    await wf.bus.call("workflow.run.cancel", {"run_id": run_id})
+    assert (await finished(wf.bus, run_id))["status"] == "cancelled"
+    child_id = (await wf.bus.call("workflow.run.list", {"workflow": child}))["runs"][0]["id"]
+    child_run = await finished(wf.bus, child_id, timeout=5)
+    assert child_run["status"] == "cancelled"
