@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import openai
+
 from ccc.common.natsserver import free_port, port_open
 from ccc.common.testing import temporary_server
 

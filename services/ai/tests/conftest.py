@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ccc.ai.config import AIConfig, AISettings
 from ccc.ai.service import build_service
 from ccc.common import Service

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ccc.common import NotFound
 from ccc.common.bus import Bus
 from ccc.common.testing import wait_until

@@ -7,6 +7,7 @@ llama-cpp-python builds from source (~5 min: ``CMAKE_ARGS=-DGGML_NATIVE=OFF uv s
 from __future__ import annotations
 
 import pytest
+
 from ccc.ai.local_models import CHAT_MODEL_ID, local_chat_available
 from ccc.ai.streaming import read_stream
 from ccc.common.bus import Bus

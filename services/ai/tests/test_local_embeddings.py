@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 import pytest
+
 from ccc.ai.local_embeddings import LocalEmbedder
 from ccc.common import Invalid
 from ccc.common.bus import Bus

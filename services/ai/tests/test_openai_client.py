@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+
 from ccc.common.testing import refresh_catalog, wait_until
 
 from .conftest import ai_instance, unique

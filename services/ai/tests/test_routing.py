@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+
 from ccc.common import BadRequest, NotFound, RateLimited, Unavailable
 from ccc.common.bus import Bus
 

@@ -7,6 +7,7 @@ import json
 
 import nats
 import pytest
+
 from ccc.ai.streaming import StreamBroken, read_stream
 from ccc.common import Invalid, Unavailable
 from ccc.common.bus import Bus

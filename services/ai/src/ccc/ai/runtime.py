@@ -16,10 +16,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client as NATS
+
 from ccc.common import BadRequest, CCCError, Invalid, NotFound, RateLimited, Unavailable
 from ccc.common.bus import Bus
 from ccc.common.state import StateStore
-from nats.aio.client import Client as NATS
 
 from . import costs
 from .accounting import Accounting

@@ -28,10 +28,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ccc.common import CCCError, Unavailable
-from ccc.common.bus import Bus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+
+from ccc.common import CCCError, Unavailable
+from ccc.common.bus import Bus
 
 INBOX_HEADER = "Ccc-Stream-Inbox"
 ID_HEADER = "Ccc-Stream-Id"
