@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -671,7 +670,7 @@ class RunActor:
                     task.cancel()
                 if inst.status in STEP_ACTIVE:
                     inst.status, inst.finished_at, inst.error = "cancelled", now, reason
-                    if final == "cancelled" and self.steps[step_id].workflow is not None:
+                    if self.steps[step_id].workflow is not None:  # its child would be orphaned
                         self.engine.spawn(self._cancel_child(step_id, inst))
                 elif inst.status in ("pending", "retrying"):
                     inst.status, inst.finished_at = "cancelled", now
@@ -1028,7 +1027,3 @@ def step_reads(definition: Definition) -> dict[str, frozenset[str]]:
 def _label(where: str) -> str:
     """History names: one step's tries are ``attempt.*``, compensations ``compensation.*``."""
     return "attempt" if where == "step" else "compensation"
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
