@@ -367,3 +367,36 @@ async def test_cancelling_a_parent_cancels_its_running_sub_workflow(
     child_id = (await wf.bus.call("workflow.run.list", {"workflow": child}))["runs"][0]["id"]
     child_run = await finished(wf.bus, child_id, timeout=5)
     assert child_run["status"] == "cancelled"
+
+
+async def test_publish_step_emits_a_durable_event_with_the_step_key(
+    wf: Service, wftarget: Target
+) -> None:
+    name = unique("publish")
+    await put(
+        wf.bus,
+        name,
+        {
+            "steps": [
+                {
+                    "id": "announce",
+                    "publish": "ccc.evt.wftest.announced",
+                    "payload": {"order": "${{ params.order }}", "n": "${{ params.n + 1 }}"},
+                },
+            ]
+        },
+    )
+    seen: list[tuple[dict[str, object], str | None]] = []
+
+    async def on_event(msg: object) -> None:
+        headers = msg.headers or {}  # type: ignore[attr-defined]
+        seen.append((json.loads(msg.data), headers.get("Nats-Msg-Id")))  # type: ignore[attr-defined]
+
+    sub = await wf.bus.nc.subscribe("ccc.evt.wftest.announced", cb=on_event)
+    run_id = await start(wf.bus, name, {"order": "o-1", "n": 1})
+    run = await finished(wf.bus, run_id)
+    await wait_until(lambda: bool(seen))
+    await sub.unsubscribe()
+    assert run["status"] == "succeeded"
+    assert seen == [({"order": "o-1", "n": 2}, f"{run_id}/announce")]
+    assert run["steps"]["announce"]["output"]["seq"] > 0
