@@ -150,3 +150,35 @@ async def test_stream_without_an_inbox_is_refused(nats_url: str, fake) -> None:
     async with ai_instance(nats_url, {"providers": [provider(name, url, ["m"])]}) as svc:
         with pytest.raises(Invalid, match="Ccc-Stream-Inbox"):
             await Bus(svc.nc).call("ai.chat", {**chat("m"), "stream": True})
+
+
+async def test_reader_detects_a_lost_frame_and_a_missing_end(nats_url: str) -> None:
+    """The reference reader against a hand-made, broken streamer (what the gateway must catch)."""
+    nc = await nats.connect(nats_url)
+    bus = Bus(nc)
+
+    async def streamer(msg: nats.aio.msg.Msg) -> None:
+        inbox = msg.headers["Ccc-Stream-Inbox"]
+        body = json.loads(msg.data)
+        seqs = [0, 2] if body["case"] == "gap" else [0, 1]
+        for seq in seqs:
+            chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": "x"}}]}
+            await nc.publish(
+                inbox,
+                json.dumps(chunk).encode(),
+                headers={"Ccc-Stream-Id": "s", "Ccc-Stream-Seq": str(seq)},
+            )
+        await nc.publish(msg.reply, b'{"object": "ccc.stream.summary"}')  # and no end frame
+
+    await nc.subscribe("ccc.brokenstream.chat", cb=streamer)
+    try:
+        with pytest.raises(StreamBroken, match="frame 1 was lost"):
+            async for _ in read_stream(bus, "ccc.brokenstream.chat", {"case": "gap"}):
+                pass
+        received = []
+        with pytest.raises(StreamBroken, match="without its final frame"):
+            async for chunk in read_stream(bus, "ccc.brokenstream.chat", {"case": "no-end"}):
+                received.append(chunk)
+        assert len(received) == 2
+    finally:
+        await nc.close()
