@@ -63,3 +63,25 @@ async def test_the_service_reads_the_file_named_by_its_settings(
         listed = {m["id"]: m for m in (await Bus(service.nc).call("ai.models"))["data"]}
     assert listed["house-model"]["kind"] == "alias"
     assert listed["house-model"]["providers"] == [name]
+
+
+async def test_providers_named_by_the_environment(nats_url: str, fake) -> None:
+    ollama, ollama_url = await fake("env-ollama", ["llama3.2:1b"])
+    compatible, compatible_url = await fake("env-openai", ["gpt-env"], api_key="sk-env")
+    service = build_service(
+        settings=settings(
+            ollama_url=ollama_url,
+            openai_base_url=f"{compatible_url}/v1",
+            openai_api_key="sk-env",
+        )
+    )
+    async with running(service, nats_url):
+        bus = Bus(service.nc)
+        listed = {m["id"]: m for m in (await bus.call("ai.models"))["data"]}
+        assert listed["llama3.2:1b"]["providers"] == ["ollama"]
+        assert listed["gpt-env"]["providers"] == ["openai"]
+        answer = await bus.call(
+            "ai.chat", {"model": "gpt-env", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    assert answer["system_fingerprint"] == "fp_env-openai"
+    assert ollama.hits["/api/tags"] >= 1 and compatible.calls == 1

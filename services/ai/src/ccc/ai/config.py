@@ -65,6 +65,13 @@ class AISettings(BaseSettings):
     local_chat: bool = True
     """Serve the llama.cpp chat model when the ``local-chat`` extra is installed."""
     local_chat_threads: int = 2
+    ollama_url: str | None = None
+    """An Ollama server to add as provider ``ollama`` (its models discovered), e.g.
+    ``http://127.0.0.1:11434``."""
+    openai_base_url: str | None = None
+    """An OpenAI-compatible server to add as provider ``openai`` (models discovered); its
+    key from ``CCC_AI_OPENAI_API_KEY`` or ``OPENAI_API_KEY``."""
+    openai_api_key: SecretStr | None = None
 
 
 class ProviderConfig(BaseModel):
@@ -151,3 +158,24 @@ def load_config(path: Path | None) -> AIConfig:
         return AIConfig()
     raw = yaml.safe_load(path.read_text()) or {}
     return AIConfig.model_validate(raw)
+
+
+def with_env_providers(config: AIConfig, settings: AISettings) -> AIConfig:
+    """The file's providers plus those the environment names (unless the file has them)."""
+    names = {p.name for p in config.providers}
+    extra: list[ProviderConfig] = []
+    if settings.ollama_url and "ollama" not in names:
+        extra.append(ProviderConfig(name="ollama", kind="ollama", base_url=settings.ollama_url))
+    if settings.openai_base_url and "openai" not in names:
+        extra.append(
+            ProviderConfig(
+                name="openai",
+                kind="openai",
+                base_url=settings.openai_base_url,
+                api_key=settings.openai_api_key,
+                api_key_env=None if settings.openai_api_key else "OPENAI_API_KEY",
+            )
+        )
+    if not extra:
+        return config
+    return config.model_copy(update={"providers": [*config.providers, *extra]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ccc.common import Context, Forbidden, Invalid, Service, Unavailable
 
-from .config import AIConfig, AISettings, load_config
+from .config import AIConfig, AISettings, load_config, with_env_providers
 from .contracts import (
     Budget,
     BudgetSet,
@@ -56,7 +56,9 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
     @service.on_startup
     async def start(svc: Service) -> None:
         gw = ModelGateway(
-            config=config if config is not None else load_config(ai_settings.config),
+            config=with_env_providers(
+                config if config is not None else load_config(ai_settings.config), ai_settings
+            ),
             settings=ai_settings,
             state=svc.state,
             bus=svc.bus,
