@@ -178,7 +178,8 @@ def main() -> int:
     print("Chart.lock:", failures[0] if failures else "pins exactly the dependencies of Chart.yaml")
 
     for values in ([], ["-f", str(CHART / "values-talos.yaml")]):
-        if run([args.helm, "lint", "--strict", str(chart), *values]).returncode:
+        lint = [args.helm, "lint", "--strict", "--kube-version", KUBE_VERSION, str(chart)]
+        if run([*lint, *values]).returncode:
             failures.append(f"helm lint --strict {' '.join(values)}")
 
     rendered: dict[str, list[dict[str, Any]]] = {}
@@ -187,7 +188,18 @@ def main() -> int:
     manifests.mkdir()
     for case, extra in CASES.items():
         res = run(
-            [args.helm, "template", "ccc", str(chart), "-n", "ccc", "--include-crds", *extra],
+            [
+                args.helm,
+                "template",
+                "ccc",
+                str(chart),
+                "-n",
+                "ccc",
+                "--kube-version",
+                KUBE_VERSION,
+                "--include-crds",
+                *extra,
+            ],
             capture_output=True,
         )
         if res.returncode:
