@@ -400,3 +400,36 @@ async def test_publish_step_emits_a_durable_event_with_the_step_key(
     assert run["status"] == "succeeded"
     assert seen == [({"order": "o-1", "n": 2}, f"{run_id}/announce")]
     assert run["steps"]["announce"]["output"]["seq"] > 0
+
+
+async def test_a_workflow_triggered_by_run_events_is_not_triggered_by_its_own(
+    wf: Service, wftarget: Target
+) -> None:
+    source = unique("source")
+    follower = unique("follower")
+    await put(wf.bus, source, {"steps": [{"id": "a", "call": "wftarget.echo"}]})
+    await put(
+        wf.bus,
+        follower,
+        {
+            "triggers": [
+                {
+                    "event": "ccc.evt.workflow.run.completed",
+                    "params": {"after": "${{ event.workflow }}"},
+                }
+            ],
+            "steps": [{"id": "a", "call": "wftarget.echo"}],
+        },
+    )
+    await finished(wf.bus, await start(wf.bus, source))
+
+    async def followed() -> bool:
+        runs = (await wf.bus.call("workflow.run.list", {"workflow": follower}))["runs"]
+        return bool(runs) and all(r["status"] == "succeeded" for r in runs)
+
+    await wait_until(followed, timeout=10)
+    await asyncio.sleep(0.5)  # its own completion must not start another run
+    runs = (await wf.bus.call("workflow.run.list", {"workflow": follower}))["runs"]
+    params = [(await wf.bus.call("workflow.run.get", {"run_id": r["id"]}))["params"] for r in runs]
+    assert {"after": source} in params
+    assert all(p["after"] != follower for p in params)

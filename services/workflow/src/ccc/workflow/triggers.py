@@ -230,6 +230,12 @@ class EventTriggers:
                         payload = json.loads(data) if data else {}
                     except ValueError:
                         payload = data.decode(errors="replace")
+                if (
+                    subject.startswith("ccc.evt.workflow.")
+                    and isinstance(payload, dict)
+                    and payload.get("workflow") == record.name
+                ):
+                    continue  # a workflow's own events never trigger it: no runaway loop
                 info = {"type": "event", "index": index, "subject": subject, "seq": seq}
                 names = {"event": payload, "trigger": info}
                 try:
