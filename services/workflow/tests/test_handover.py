@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from ccc.common import Service
@@ -81,3 +82,19 @@ async def step_running(service: Service, run_id: str, step: str) -> None:
         return bool(insts and insts[0]["status"] == "running")
 
     await wait_until(reached, timeout=5)
+
+
+async def test_finished_runs_past_retention_are_deleted(nats_url: str, wftarget: Target) -> None:
+    settings = FAST.model_copy(update={"workflow_run_retention_days": 1 / 86400})  # 1 s
+    service = create_service(settings=settings)
+    async with running(service, nats_url):
+        name = unique("retention")
+        await put(service.bus, name, {"steps": [{"id": "a", "call": "wftarget.echo"}]})
+        run = await service.bus.call("workflow.run.start", {"name": name})
+        await finished(service.bus, run["id"])
+        engine = runtime_of(service).require()
+        await engine.purge_finished()
+        assert await service.state.get(f"run.{run['id']}") is not None  # not old enough yet
+        await asyncio.sleep(1.1)
+        assert await engine.purge_finished() >= 1
+        assert await service.state.get(f"run.{run['id']}") is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -115,6 +116,8 @@ class Engine:
         self._loops.append(asyncio.create_task(self._lease_loop(), name="workflow-leases"))
         self.cron.start()
         await self.event_triggers.start()
+        if self.settings.workflow_run_retention_days > 0:
+            self._loops.append(asyncio.create_task(self._janitor(), name="workflow-janitor"))
 
     async def stop(self) -> None:
         """Stop running steps and hand every owned run back at once (lease released)."""
@@ -258,6 +261,41 @@ class Engine:
             except Exception:
                 log.exception("lease renewal or sweep failed")
             await asyncio.sleep(interval)
+
+    async def _janitor(self) -> None:
+        while True:
+            try:
+                removed = await self.purge_finished()
+                if removed:
+                    log.info("deleted %d finished runs past retention", removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run retention sweep failed")
+            await asyncio.sleep(self.settings.workflow_janitor_interval)
+
+    async def purge_finished(self) -> int:
+        """Delete finished runs older than the retention, with their approvals and cancel
+        marks. Every instance may do it: deleting twice is harmless."""
+        horizon = time.time() - self.settings.workflow_run_retention_days * 86400
+        old: list[str] = []
+        watcher = await self.state.kv.watch("run.>", ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                record = json.loads(entry.value or b"{}")
+                finished = record.get("finished_at")
+                if record.get("status") in RUN_DONE and finished and finished < horizon:
+                    old.append(record["id"])
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        approvals = set(await list_keys(self.state, "approval.>")) if old else set()
+        for run_id in old:
+            await self.state.kv.purge(run_key(run_id))
+            for key in [k for k in approvals if k.startswith(f"approval.{run_id}.")]:
+                await self.state.kv.purge(key)
+        return len(old)
 
     async def renew(self) -> None:
         for run_id, actor in list(self.actors.items()):

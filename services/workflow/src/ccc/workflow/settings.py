@@ -22,6 +22,10 @@ class WorkflowSettings(Settings):
     workflow_history_max_bytes: int = 1 << 30
     workflow_progress_interval: float = 0.5
     """At most one ``run.progress`` event per run per this many seconds."""
+    workflow_run_retention_days: float = 30.0
+    """Finished runs older than this are deleted from KV (their history ages out of the
+    stream by ``workflow_history_max_age_days``); 0 keeps them for ever."""
+    workflow_janitor_interval: float = 3600.0
     workflow_webhook_attempts: int = 5
     workflow_cron_poll: float = 1.0
     """Longest sleep of the cron scheduler between looks at the definitions."""
