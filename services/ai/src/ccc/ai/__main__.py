@@ -1,3 +1,3 @@
-from ccc.ai.service import service
+from .service import service
 
 service.run()
