@@ -39,11 +39,14 @@ $(HELM): | $(TOOLS_VENV)/.installed
 helm: $(HELM)
 	@$(HELM) version --short
 
+# Importing the services must not reach the network (litellm fetches a cost map unless told).
+GEN_PROTO := LITELLM_LOCAL_MODEL_COST_MAP=True $(UV) run --frozen --all-packages python tools/gen_proto.py
+
 proto:
-	$(UV) run --frozen --all-packages python tools/gen_proto.py
+	$(GEN_PROTO)
 
 proto-check: $(TOOLS_VENV)/.installed
-	$(UV) run --frozen --all-packages python tools/gen_proto.py
+	$(GEN_PROTO)
 	@if [ -n "$$(git status --porcelain -- proto/)" ]; then \
 	  git status --short -- proto/; git diff --stat -- proto/; \
 	  echo "proto/ is out of date with the pydantic contracts: run 'make proto' and commit" >&2; \
