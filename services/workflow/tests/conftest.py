@@ -102,6 +102,11 @@ async def long(req: Body, ctx: Context) -> dict[str, Any]:
     return {"done": True, "n": req.model_dump().get("n")}
 
 
+@target_service.endpoint("admin_only", http="", roles=("admin",))
+async def admin_only(req: Body, ctx: Context) -> dict[str, Any]:
+    return {"caller": ctx.caller.key_id}
+
+
 @target_service.endpoint("reject", http="")
 async def reject(req: Body, ctx: Context) -> dict[str, Any]:
     raise Invalid("card declined")

@@ -162,3 +162,44 @@ async def test_webhook_is_retried_until_the_receiver_takes_it(
         server.close()
     assert b'"status": "succeeded"' in received[1] or b'"status":"succeeded"' in received[1]
     assert run["id"].encode() in received[1]
+
+
+async def test_triggered_runs_act_as_the_key_that_defined_them(
+    gateway: dict[str, str], wf: Service, wftarget: Target
+) -> None:
+    """An operator cannot reach an admin-only endpoint by hiding the call in a workflow
+    that an event starts: triggered runs carry the roles of the key that stored them."""
+    await refresh_catalog()
+    admin = {"Authorization": f"Bearer {gateway['admin_key']}"}
+    async with httpx.AsyncClient(base_url=gateway["url"], timeout=10) as http:
+        r = await http.post(
+            "/v1/keys", headers=admin, json={"name": "wf-operator", "roles": ["operator"]}
+        )
+        assert r.status_code == 201, r.text
+        operator = {"Authorization": f"Bearer {r.json()['key']}"}
+        operator_id = r.json()["id"]
+        name = unique("escalate")
+        subject = f"ccc.evt.wftest.escalate.{name.replace('-', '_')}"
+        r = await http.put(
+            f"/v1/workflows/{name}",
+            headers=operator,
+            json={
+                "definition": {
+                    "triggers": [{"event": subject}],
+                    "steps": [{"id": "grab", "call": "wftarget.admin_only"}],
+                }
+            },
+        )
+        assert r.status_code == 200, r.text
+        await wf.bus.publish_durable(subject, {"x": 1})
+
+        async def ended() -> bool:
+            runs = (await wf.bus.call("workflow.run.list", {"workflow": name}))["runs"]
+            return bool(runs) and runs[0]["status"] in ("succeeded", "failed")
+
+        await wait_until(ended, timeout=10)
+        runs = (await wf.bus.call("workflow.run.list", {"workflow": name}))["runs"]
+        run = await wf.bus.call("workflow.run.get", {"run_id": runs[0]["id"]})
+    assert run["caller"] == {"key_id": operator_id, "roles": ["operator"]}
+    assert run["status"] == "failed"
+    assert "403" in run["steps"]["grab"]["error"]

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from ccc.common import Conflict, NotFound
 from ccc.common.state import StateStore
 
 from .definition import Definition
+from .runstate import Caller
 from .validate import digest
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class DefinitionRecord(BaseModel):
     digest: str
     created_at: float
     document: dict[str, Any]
+    owner: Caller = Field(
+        default_factory=Caller, description="Who stored it: cron and event runs act as them"
+    )
     _parsed: Definition | None = PrivateAttr(default=None)
 
     def parsed(self) -> Definition:
@@ -102,8 +106,10 @@ class Library:
         for listener in self.listeners:
             listener()
 
-    async def put(self, name: str, definition: Definition) -> tuple[DefinitionRecord, bool]:
-        """Store a new version, or return the latest if it is the same document."""
+    async def put(
+        self, name: str, definition: Definition, owner: Caller | None = None
+    ) -> tuple[DefinitionRecord, bool]:
+        """Store a new version, or return the latest if it is the same document (and owner)."""
         document = definition.model_dump(mode="json", by_alias=True, exclude_none=True)
         fingerprint = digest(document)
         for _ in range(20):
@@ -111,7 +117,7 @@ class Library:
             latest = Pointer.model_validate(entry.value).latest if entry else 0
             if latest:
                 current = await self.get(name, latest)
-                if current.digest == fingerprint:
+                if current.digest == fingerprint and current.owner == (owner or Caller()):
                     return current, False
             record = DefinitionRecord(
                 name=name,
@@ -119,6 +125,7 @@ class Library:
                 digest=fingerprint,
                 created_at=time.time(),
                 document=document,
+                owner=owner or Caller(),
             )
             try:
                 await self.state.create(version_key(name, record.version), record)

@@ -78,6 +78,12 @@ def _view(record: DefinitionRecord, created: bool = False) -> DefinitionView:
     )
 
 
+def _caller(ctx: Context) -> Caller:
+    """The key behind a request, as runs record it (no key: a trusted bus peer)."""
+    roles = ctx.caller.roles
+    return Caller(key_id=ctx.caller.key_id, roles=sorted(roles) if roles is not None else None)
+
+
 def _definition_of(req: DefinitionPut) -> Definition:
     document = req.definition if req.definition is not None else load_source(req.source or "")
     return parse_definition(document, req.name)
@@ -132,7 +138,7 @@ def create_service(
         document identical to the latest version returns that version (created=false).
         """
         definition = _definition_of(req)
-        record, created = await rt.require().library.put(req.name, definition)
+        record, created = await rt.require().library.put(req.name, definition, _caller(ctx))
         return _view(record, created)
 
     @service.endpoint(
@@ -196,15 +202,11 @@ def create_service(
         With ``idempotency_key`` (or a command's ``Nats-Msg-Id``) a repeated start returns
         the first run instead of starting another.
         """
-        caller = Caller(
-            key_id=ctx.caller.key_id,
-            roles=sorted(ctx.caller.roles) if ctx.caller.roles is not None else None,
-        )
         run = await rt.require().start_run(
             req.name,
             version=req.version,
             params=req.params,
-            caller=caller,
+            caller=_caller(ctx),
             idempotency_key=req.idempotency_key or ctx.idempotency_key,
             depth=req.depth,
             parent=req.parent,

@@ -28,6 +28,7 @@ from .definition import Trigger
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .library import DefinitionRecord
 
 log = logging.getLogger(__name__)
 TRIGGER_CONSUMER = "workflow_triggers"
@@ -124,7 +125,7 @@ class CronScheduler:
                 last = float(entry.value["last"])
                 due = latest_due(trigger, last, now)
                 if due is not None:
-                    await self._fire(record.name, record.version, index, trigger, due)
+                    await self._fire(record, index, trigger, due)
                     with contextlib.suppress(CCCError):
                         await state.update(key, {**entry.value, "last": due}, entry.revision)
                     last = due
@@ -132,8 +133,9 @@ class CronScheduler:
         return wake
 
     async def _fire(
-        self, name: str, version: int, index: int, trigger: Trigger, due: float
+        self, record: DefinitionRecord, index: int, trigger: Trigger, due: float
     ) -> None:
+        name, version, owner = record.name, record.version, record.owner
         scheduled = datetime.fromtimestamp(due, ZoneInfo(trigger.timezone)).isoformat()
         info = {
             "type": "cron",
@@ -150,6 +152,7 @@ class CronScheduler:
                 params=params,
                 trigger=info,
                 idempotency_key=f"cron/{index}/{due:.0f}",
+                caller=owner,
             )
             log.info("cron %s of %s fired for %s: run %s", trigger.cron, name, scheduled, run.id)
         except (CCCError, expr.ExpressionError) as exc:
@@ -250,6 +253,7 @@ class EventTriggers:
                         params=params,
                         trigger=info,
                         idempotency_key=f"event/{seq}/{index}",
+                        caller=record.owner,
                     )
                     log.info("event %s started run %s of %s", subject, run.id, record.name)
                 except (CCCError, expr.ExpressionError) as exc:
