@@ -1,8 +1,8 @@
 """Check the Helm chart and the Dockerfiles offline: what `make chart-check` runs.
 
 1. ``helm lint --strict`` with the default values and with values-talos.yaml;
-2. ``helm template`` for three cases (default; Talos production; gateway exposure through
-   Ingress and Gateway API with the Prometheus Operator present) into
+2. ``helm template`` for four cases (default; Talos production; an external NATS; gateway
+   exposure through Ingress and Gateway API with the Prometheus Operator present) into
    ``.tools/chart-check/<case>.yaml``;
 3. every rendered object validated against the Kubernetes OpenAPI schemas
    (kubernetes-validate, strict) - custom resources (ServiceMonitor, HTTPRoute) have no
@@ -44,6 +44,7 @@ CASES: dict[str, list[str]] = {
         "--api-versions",
         "monitoring.coreos.com/v1/ServiceMonitor",
     ],
+    "external-bus": ["--set", "nats.enabled=false,bus.url=nats://nats.messaging:4222"],
     "exposure": [
         "-f",
         str(CHART / "values-talos.yaml"),
