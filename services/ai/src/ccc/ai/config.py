@@ -50,8 +50,10 @@ class AISettings(BaseSettings):
 
     config: Path | None = None
     """The provider file; unset means the built-in local providers only."""
-    cooldown_seconds: float = 30.0
-    """How long a provider that failed (5xx, 429, timeout, refused) is skipped by every instance."""
+    cooldown_seconds: float = 5.0
+    """How long a provider that failed (5xx, timeout, refused) is skipped by every instance;
+    a 429's Retry-After wins. 5 s is litellm's default: long enough to stop hammering a
+    failing provider, short enough that a lone provider's blip is not a long outage."""
     discovery_interval: float = 30.0
     """Seconds between polls of each discovering provider's model list."""
     provider_timeout: float = 60.0

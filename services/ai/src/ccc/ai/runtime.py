@@ -163,7 +163,11 @@ class ModelGateway:
         raise Unavailable(
             detail,
             retry_after=wait,
-            extra={"model": resolved.name, "cooling": [d.provider.name for d in ordered]},
+            extra={
+                "model": resolved.name,
+                "cooling": [d.provider.name for d in ordered],
+                **openai_error(detail, "providers_cooling", "api_error"),
+            },
         )
 
     def failed(self, dep: Deployment, exc: ProviderError, tried: list[dict[str, Any]]) -> None:
