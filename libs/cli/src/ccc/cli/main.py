@@ -46,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("watch", help="follow an operation with a progress bar")
     s.add_argument("operation_id")
 
+    w = sub.add_parser("workflows", help="workflow runs")
+    wsub = w.add_subparsers(dest="workflows_command", required=True)
+    wsub.add_parser("watch", help="a live progress bar of a run").add_argument("run_id")
+
     k = sub.add_parser("keys", help="API keys (through the gateway, as admin)")
     k.add_argument("--gateway", default=gateway_default)
     ksub = k.add_subparsers(dest="keys_command", required=True)
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
             code = buscommands.run(buscommands.events(args.subject, args.since))
         case "watch":
             code = buscommands.run(buscommands.watch(args.operation_id))
+        case "workflows":
+            code = _workflows_watch(args.run_id)
         case "keys":
             if args.keys_command == "create":
                 code = keys.create(args.gateway, args.name, args.role, args.rate)
@@ -87,6 +93,26 @@ def main(argv: list[str] | None = None) -> None:
         case _:
             code = 2
     sys.exit(code)
+
+
+def _workflows_watch(run_id: str) -> int:
+    """Drawn by the workflow package, which knows its run history; imported only here
+    so the rest of the CLI does not need it installed."""
+    try:
+        from ccc.workflow.watch import watch
+    except ImportError:
+        print("ccc workflows needs the ccc-workflow package (uv sync --all-packages)")
+        return 2
+    from ccc.common.errors import CCCError
+
+    try:
+        status = watch(run_id)
+    except CCCError as exc:
+        print(f"{exc.status} {exc.detail}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0 if status == "succeeded" else 1
 
 
 if __name__ == "__main__":

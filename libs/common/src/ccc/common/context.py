@@ -92,6 +92,7 @@ class Context:
         *,
         response: type[M],
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> M: ...
 
     @overload
@@ -102,6 +103,7 @@ class Context:
         *,
         response: None = None,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any: ...
 
     async def call(
@@ -111,10 +113,18 @@ class Context:
         *,
         response: type[M] | None = None,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> M | Any:
-        """Call another endpoint as the same caller, so roles follow the request."""
+        """Call another endpoint as the same caller, so roles follow the request.
+
+        ``headers`` adds to them, e.g. ``{"Nats-Msg-Id": key}`` for the callee's
+        ``ctx.idempotency_key``; the caller's identity cannot be overridden."""
         return await self.bus.call(
-            target, request, response=response, timeout=timeout, headers=self.caller.headers()
+            target,
+            request,
+            response=response,
+            timeout=timeout,
+            headers={**(headers or {}), **self.caller.headers()},
         )
 
     async def emit(self, event: str, payload: Payload) -> None:

@@ -290,7 +290,7 @@ class Engine:
                     old.append(record["id"])
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        approvals = set(await list_keys(self.state, "approval.>")) if old else set()
+        approvals = set(await self.state.keys("approval.")) if old else set()
         for run_id in old:
             await self.state.kv.purge(run_key(run_id))
             for key in [k for k in approvals if k.startswith(f"approval.{run_id}.")]:
@@ -324,7 +324,7 @@ class Engine:
     async def sweep(self) -> None:
         """Claim every run whose lease ran out (its owner died or stopped)."""
         now = time.time()
-        for key in await list_keys(self.state, "lease.>"):
+        for key in await self.state.keys("lease."):
             run_id = key[len("lease.") :]
             if run_id in self.actors:
                 continue
@@ -360,20 +360,6 @@ class Engine:
         actor.record_event("run.resumed", previous_owner=previous, by=self.instance)
         log.info("resuming run %s of %s (previous owner %s)", run_id, run.workflow, previous)
         self._launch(actor)
-
-
-async def list_keys(state: StateStore, pattern: str) -> list[str]:
-    """Keys under a subject pattern, read with a filtered watcher (works on nats 2.9 too)."""
-    watcher = await state.kv.watch(pattern, ignore_deletes=True, meta_only=True)
-    keys: list[str] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            keys.append(entry.key)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return keys
 
 
 class RunActor:

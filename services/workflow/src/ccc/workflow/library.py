@@ -173,6 +173,5 @@ class Library:
         self._changed()
 
     async def names(self) -> list[str]:
-        from .engine import list_keys
 
-        return sorted(k[len("workflow.") :] for k in await list_keys(self.state, "workflow.>"))
+        return sorted(k[len("workflow.") :] for k in await self.state.keys("workflow."))
