@@ -53,6 +53,7 @@ class FakeOpenAI:
         delay: float = 0.0,
         chunks: int = 6,
         images: bool = False,
+        legacy: bool = False,
     ) -> None:
         self.name = name
         self.models = list(models or ["fake-model"])
@@ -61,6 +62,7 @@ class FakeOpenAI:
         self.delay = delay
         self.chunks = chunks
         self.images = images
+        self.legacy = legacy  # an older server: refuses stream_options with a 400
         self.hits: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
 
@@ -125,6 +127,14 @@ class FakeOpenAI:
                     )
                 else:
                     await _json(send, 200, self._image(request))
+            elif self.legacy and "stream_options" in request:
+                await self._error(
+                    send,
+                    400,
+                    "Unrecognized request argument supplied: stream_options",
+                    "invalid_request_error",
+                    None,
+                )
             elif request.get("model") not in self.models:
                 await self._error(
                     send,

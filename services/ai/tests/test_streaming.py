@@ -182,3 +182,12 @@ async def test_reader_detects_a_lost_frame_and_a_missing_end(nats_url: str) -> N
         assert len(received) == 2
     finally:
         await nc.close()
+
+
+async def test_a_server_refusing_stream_options_still_streams(nats_url: str, fake) -> None:
+    name = unique("legacy")
+    old, url = await fake(name, ["m"], legacy=True)
+    async with ai_instance(nats_url, {"providers": [provider(name, url, ["m"])]}) as svc:
+        chunks = [c async for c in read_stream(Bus(svc.nc), "ccc.ai.chat", chat("m"))]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "stream_options" in old.bodies[0] and "stream_options" not in old.bodies[1]

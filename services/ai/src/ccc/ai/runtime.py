@@ -390,20 +390,16 @@ class ModelGateway:
         for dep in self.candidates(resolved):
             body = req.upstream_body(dep.model)
             body["stream"] = True
-            if dep.provider.kind in ("openai", "ollama"):
+            asked_usage = dep.provider.kind in ("openai", "ollama") and not wants_usage
+            if asked_usage:
                 # Ask for the usage chunk to account the call; the caller gets it only if asked.
                 body["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
             started = time.perf_counter()
-            chunks = dep.provider.stream(body)
-            try:
-                first = await anext(chunks)
-            except StopAsyncIteration:
-                self.failed(dep, ProviderError(f"{dep.provider.name} sent an empty stream"), tried)
+            opened = await self._open_stream(dep, body, asked_usage)
+            if isinstance(opened, ProviderError):
+                self.failed(dep, opened, tried)
                 continue
-            except ProviderError as exc:
-                await chunks.aclose()
-                self.failed(dep, exc, tried)
-                continue
+            first, chunks = opened
             summary = await self._relay(req, dep, first, chunks, nc, inbox, wants_usage)
             elapsed = time.perf_counter() - started
             if summary.outcome == "done":
@@ -420,6 +416,26 @@ class ModelGateway:
             )
             return summary
         raise self.exhausted(resolved, "chat", tried)
+
+    async def _open_stream(
+        self, dep: Deployment, body: Answer, asked_usage: bool
+    ) -> tuple[Answer, AsyncGenerator[Answer, None]] | ProviderError:
+        """The first chunk and the rest, or why the stream could not start."""
+        for attempt in (1, 2):
+            chunks = dep.provider.stream(body)
+            try:
+                return await anext(chunks), chunks
+            except StopAsyncIteration:
+                return ProviderError(f"{dep.provider.name} sent an empty stream")
+            except ProviderError as exc:
+                await chunks.aclose()
+                if attempt == 1 and asked_usage and exc.status == 400:
+                    # An older server refusing the stream_options we added, not the caller's
+                    # request: ask again as the caller did (usage then goes unaccounted).
+                    body = {k: v for k, v in body.items() if k != "stream_options"}
+                    continue
+                return exc
+        raise AssertionError("unreachable")
 
     async def _relay(
         self,
