@@ -3,8 +3,10 @@
 Same paths, payloads and error shapes as OpenAI's API reference: ``GET /v1/models``,
 ``POST /v1/chat/completions`` (JSON or SSE ``data:`` chunks ending in ``data: [DONE]``,
 usage chunk when ``stream_options.include_usage``; tool calls when ``tools`` are given),
-``POST /v1/embeddings`` (float or base64), errors as ``{"error": {...}}`` with 429's
-``Retry-After``; plus Ollama's ``GET /api/tags``. Behaviour is switched at run time:
+``POST /v1/embeddings`` (float or base64), ``POST /v1/images/generations`` (with
+``images=True``), errors as ``{"error": {...}}`` with 429's ``Retry-After``; plus Ollama's
+``GET /api/tags``. ``api_key`` makes it check ``Authorization: Bearer``; ``legacy=True``
+refuses ``stream_options`` with a 400 as older servers do. Behaviour is switched at run time:
 
 - ``healthy``: answers everything;
 - ``error500`` / ``error429``: every model call fails that way;
