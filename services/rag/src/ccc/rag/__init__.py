@@ -1,0 +1,1 @@
+"""The rag service: collections, ingestion, hybrid search and answers with citations."""
