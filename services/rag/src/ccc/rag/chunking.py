@@ -1,6 +1,6 @@
 """Chunks by structure: a section's blocks are packed up to a token budget, with overlap.
 
-A chunk never crosses a heading: a new section starts a new chunk. A block longer than
+A chunk never crosses a heading or a PDF page: a new section starts a new chunk. A block longer than
 the budget is cut between words. The budget counts word pieces roughly (words and
 punctuation marks, a long word counting for several) so a chunk stays under the 256
 tokens MiniLM reads. Every chunk is one contiguous span of the extracted text, so
@@ -96,7 +96,9 @@ def chunk(doc: ParsedDocument, limit: int = 200, overlap: int = 40) -> list[Chun
         )
 
     for piece in pieces:
-        section_changed = bool(current) and piece.heading != current[0].heading
+        section_changed = bool(current) and (
+            piece.heading != current[0].heading or piece.page != current[0].page
+        )
         only_headings = all(p.is_heading for p in current)
         full = (
             bool(current)

@@ -346,7 +346,7 @@ async def _write(
         chunks=len(c.chunks),
         version=c.version,
         tags=c.tags,
-        origin=c.origin,
+        origin=c.origin or (c.previous.origin if c.previous else None),
         ingested_at=c.previous.ingested_at if c.previous else now,
         updated_at=now,
     )
