@@ -175,7 +175,7 @@ async def test_pdf_and_docx_are_read_and_a_corrupt_pdf_fails_alone(bus: Bus) -> 
     assert result["failed"] == 2 and result["added"] == 3
 
     found = await bus.call(
-        "rag.search", {"collection": "files", "query": "how do I shut down the reactor"}
+        "rag.search", {"collection": "files", "query": "what does an emergency shutdown use"}
     )
     top = found["hits"][0]
     assert top["source"] == "reactor.pdf" and top["page"] == 2 and "red lever" in top["text"]

@@ -147,10 +147,47 @@ _PARAGRAPHS = re.compile(r"\n\s*\n")
 
 
 def _plain(text: str) -> ParsedDocument:
-    b = _Builder()
-    for para in _PARAGRAPHS.split(text):
-        b.add(para)
+    """Plain text keeps its own offsets: blocks are the paragraphs where they stand."""
+    b = _Spans(text)
+    at = 0
+    for m in _PARAGRAPHS.finditer(text):
+        b.add(at, m.start())
+        at = m.end()
+    b.add(at, len(text))
     return b.build()
+
+
+class _Spans:
+    """Blocks as spans of the original text (plain text and markdown), so a chunk's
+    offsets point into the document as uploaded."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.blocks: list[Block] = []
+        self.path: list[tuple[int, str]] = []
+        self.title: str | None = None
+
+    def add(self, start: int, end: int, *, is_heading: bool = False) -> None:
+        raw = self.text[start:end]
+        stripped = raw.strip()
+        if not stripped:
+            return
+        start += len(raw) - len(raw.lstrip())
+        end = start + len(stripped)
+        heading = " > ".join(t for _, t in self.path) or None
+        self.blocks.append(Block(start, end, heading, None, is_heading))
+
+    def heading(self, level: int, start: int, end: int) -> None:
+        text = " ".join(self.text[start:end].split())
+        if not text:
+            return
+        self.path = [(lvl, t) for lvl, t in self.path if lvl < level] + [(level, text)]
+        if self.title is None:
+            self.title = text
+        self.add(start, end, is_heading=True)
+
+    def build(self) -> ParsedDocument:
+        return ParsedDocument(self.text, self.title, self.blocks)
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -158,39 +195,46 @@ _MD_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 def _markdown(text: str) -> ParsedDocument:
-    b = _Builder()
-    para: list[str] = []
-    fence: list[str] | None = None
+    """Headings, paragraphs, list runs and fenced code, as spans of the markdown."""
+    b = _Spans(text)
+    para: tuple[int, int] | None = None  # (start, end) of the paragraph being read
+    fence_start: int | None = None
+    last_line = ""
+    pos = 0
 
     def flush() -> None:
-        if para:
-            b.add("\n".join(para))
-            para.clear()
+        nonlocal para
+        if para is not None:
+            b.add(*para)
+            para = None
 
-    for line in text.splitlines():
-        if fence is not None:
-            fence.append(line)
-            if _MD_FENCE.match(line):
-                b.add("\n".join(fence))
-                fence = None
+    for line in text.splitlines(keepends=True):
+        start, pos = pos, pos + len(line)
+        end = start + len(line.rstrip("\r\n"))
+        bare = line.rstrip("\r\n")
+        if fence_start is not None:
+            if _MD_FENCE.match(bare):
+                b.add(fence_start, end)
+                fence_start = None
             continue
-        if _MD_FENCE.match(line):
+        if _MD_FENCE.match(bare):
             flush()
-            fence = [line]
+            fence_start = start
             continue
-        m = _MD_HEADING.match(line)
+        m = _MD_HEADING.match(bare)
         if m:
             flush()
-            b.heading(len(m.group(1)), m.group(2))
-        elif not line.strip():
+            b.heading(len(m.group(1)), start + m.start(2), start + m.end(2))
+        elif not bare.strip():
             flush()
-        elif re.match(r"^\s*([-*+]|\d+[.)])\s+", line) and para and not _is_list(para[-1]):
+        elif _is_list(bare) and para is not None and not _is_list(last_line):
             flush()
-            para.append(line)
+            para = (start, end)
         else:
-            para.append(line)
-    if fence:
-        b.add("\n".join(fence))
+            para = (para[0], end) if para is not None else (start, end)
+        last_line = bare
+    if fence_start is not None:
+        b.add(fence_start, len(text))
     flush()
     return b.build()
 
