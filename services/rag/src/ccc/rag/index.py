@@ -350,6 +350,8 @@ class ClientIndex(VectorIndex):
             vectors_config={DENSE: m.VectorParams(size=dimensions, distance=m.Distance.COSINE)},
             sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
         )
+        if self.engine == "qdrant-client-local":
+            return  # local mode has no payload indexes (it filters in Python)
         for field_name, kind in INDEXED:
             schema: Any = {
                 "tenant": m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True),
