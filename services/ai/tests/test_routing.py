@@ -179,3 +179,35 @@ async def test_latency_routing_prefers_the_faster_provider(nats_url: str, fake) 
     # Each is tried once while unmeasured; then the faster one takes the traffic.
     assert slow.calls == 1
     assert fast.calls == 19
+
+
+async def test_a_provider_that_times_out_is_skipped_for_the_next(nats_url: str, fake) -> None:
+    stuck_name, good_name = unique("stuck"), unique("good")
+    stuck, stuck_url = await fake(stuck_name, ["m"], delay=1.5)
+    good, good_url = await fake(good_name, ["m"])
+    config = {
+        "providers": [
+            provider(stuck_name, stuck_url, ["m"], timeout=0.2),
+            provider(good_name, good_url, ["m"]),
+        ],
+        "models": [
+            {
+                "name": "pair",
+                "routing": "ordered",
+                "deployments": [
+                    {"provider": stuck_name, "model": "m"},
+                    {"provider": good_name, "model": "m"},
+                ],
+            }
+        ],
+    }
+    async with ai_instance(nats_url, config) as svc:
+        bus = Bus(svc.nc)
+        started = time.perf_counter()
+        answer = await bus.call("ai.chat", chat("pair"))
+        took = time.perf_counter() - started
+        assert answer["system_fingerprint"] == f"fp_{good_name}"
+        assert 0.2 <= took < 1.4
+        assert "timed out" in svc.ai.cooldowns.record(stuck_name)["reason"]
+        await bus.call("ai.chat", chat("pair"))
+    assert stuck.hits["/v1/chat/completions"] == 1 and good.calls == 2
