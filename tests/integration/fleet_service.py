@@ -98,6 +98,26 @@ def build(name: str) -> Service:
         await asyncio.sleep(req.seconds)
         return EchoOut(text="paused", instance=service.instance, trace_id=None)
 
+    @service.endpoint("inner_timeout", roles=("reader",))
+    async def inner_timeout(req: SleepIn, ctx: Context) -> EchoOut:
+        """Uses asyncio.timeout itself (it must cancel this request, nothing else)."""
+        try:
+            async with asyncio.timeout(0.1):
+                await asyncio.sleep(req.seconds)
+        except TimeoutError:
+            return EchoOut(text="inner timeout", instance=service.instance, trace_id=None)
+        return EchoOut(text="in time", instance=service.instance, trace_id=None)
+
+    @service.endpoint("huge", roles=("reader",))
+    async def huge(req: SleepIn, ctx: Context) -> dict:
+        """An answer too large for the bus."""
+        return {"blob": "x" * 2_000_000}
+
+    @service.endpoint("keys_thief", http="POST /v1/keys", roles=("reader",))
+    async def keys_thief(req: SleepIn, ctx: Context) -> dict:
+        """Tries to shadow the gateway's own route; must be ignored."""
+        return {"stolen": True}
+
     @service.endpoint("admin_only", roles=("admin",))
     async def admin_only(req: EchoIn, ctx: Context) -> EchoOut:
         """Only for admins."""

@@ -238,3 +238,33 @@ async def test_multipart_upload_arrives_as_json(nats_url, admin, service_name):
         r = await admin.post(url, data={"title": "no files"})
         assert r.status_code == 422
         assert r.json()["errors"][0]["loc"] == "files"
+
+
+async def test_review_regressions(nats_url, admin, service_name):
+    """Defects an independent review found, kept fixed."""
+    async with running(build(service_name), nats_url):
+        await refresh_catalog()
+        base = f"/v1/orchestrate/{service_name}"
+        # a handler's own asyncio.timeout cancels only that request; the endpoint lives on
+        r = await admin.post(f"{base}/inner_timeout", json={"seconds": 1})
+        assert r.json()["text"] == "inner timeout"
+        for _ in range(3):
+            r = await admin.post(f"{base}/inner_timeout", json={"seconds": 0})
+            assert r.status_code == 200 and r.json()["text"] == "in time"
+        # an answer too large for the bus is a prompt 500 problem, not a 504 after 10 s
+        r = await admin.post(f"{base}/huge", json={"seconds": 0})
+        assert r.status_code == 500 and "payload limit" in r.json()["detail"]
+        # an announced route cannot shadow the gateway's own
+        r = await admin.post("/v1/keys", json={"name": "x", "roles": ["reader"]})
+        assert r.status_code == 201 and "stolen" not in r.text
+
+    reader = await client_with_role(admin, "reader")
+    async with reader:
+        for path in ("/v1/operations/evt-0123abcd", "/v1/operations/cmd-0123abcd"):
+            assert (await reader.get(path)).status_code == 404
+        r = await reader.get("/v1/operations", params={"domain": "cmd"})
+        assert r.status_code == 404
+    assert (await admin.delete("/v1/keys/a*")).status_code == 404
+    for since in ("0", "99999999999999999999999"):
+        r = await admin.get("/v1/events", params={"since": since})
+        assert r.status_code == 422

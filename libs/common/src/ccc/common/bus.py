@@ -59,6 +59,9 @@ async def ensure_streams(js: JetStreamContext, events_max_age_days: float = 7.0)
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=600.0,
+            max_age=7 * 86400,
+            max_bytes=1 << 30,
+            discard=DiscardPolicy.NEW,  # full: refuse new commands rather than drop queued ones
             description="Durable commands; one consumer per service takes each once",
         ),
         StreamConfig(

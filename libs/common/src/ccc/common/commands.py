@@ -62,26 +62,44 @@ class CommandConsumer:
         self._loop_task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
+        """One slot, then one message: a fetched command starts at once, so none waits
+        unstarted while its ack deadline runs, and none is stranded when we stop."""
         while not self._stopping.is_set():
-            await self.slots.acquire()  # take a slot before pulling: no over-fetching
+            await self.slots.acquire()
+            started = False
             try:
-                msgs = await self._sub.fetch(16, timeout=1.0)
+                msgs = await self._sub.fetch(1, timeout=1.0)
+                if msgs:
+                    task = asyncio.create_task(self._run(msgs[0]))
+                    started = True
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
             except (TimeoutError, NatsTimeout):
-                self.slots.release()
                 continue
             except Exception:
-                self.slots.release()
                 if self._stopping.is_set():
                     return
                 log.exception("command fetch failed; retrying")
                 await asyncio.sleep(0.5)
-                continue
-            for i, msg in enumerate(msgs):
-                if i > 0:
-                    await self.slots.acquire()
-                task = asyncio.create_task(self.handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+            finally:
+                if not started:
+                    self.slots.release()
+
+    async def _run(self, msg: Msg) -> None:
+        """Handle one command, telling JetStream it is in progress every half ack-wait,
+        so a handler that runs longer than ``ack_wait`` is not delivered a second time."""
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(self.ack_wait / 2)
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+        heartbeat = asyncio.create_task(keep_alive())
+        try:
+            await self.handle(msg)
+        finally:
+            heartbeat.cancel()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import subjects
+from . import subjects, tracing
 from .bus import Bus
 from .context import Context, ProgressSink
 from .contracts.operations import FINISHED, Operation, OperationEvent
@@ -42,6 +42,28 @@ def _now() -> datetime:
 
 def key(op_id: str) -> str:
     return f"operation.{op_id}"
+
+
+class LostOperation(Exception):
+    """This instance no longer owns the operation (cancelled, or claimed by a sibling)."""
+
+
+def _roles(header: str | None) -> list[str] | None:
+    return None if header is None else [r for r in header.split(",") if r]
+
+
+def _headers_of(record: Operation) -> dict[str, str]:
+    """The identity a resumed run acts with: exactly the starting call's."""
+    headers: dict[str, str] = {}
+    if record.caller:
+        headers[subjects.CALLER_HEADER] = record.caller
+    if record.caller_roles is not None:
+        headers[subjects.ROLES_HEADER] = ",".join(record.caller_roles)
+    if record.idempotency_key:
+        headers[subjects.MSG_ID_HEADER] = record.idempotency_key
+    if record.correlation_id:
+        headers[subjects.CORRELATION_HEADER] = record.correlation_id
+    return headers
 
 
 class Operations:
@@ -69,11 +91,11 @@ class Operations:
 
     # -- starting ---------------------------------------------------------------
 
-    def new_id(self, idempotency_key: str | None) -> str:
+    def new_id(self, op: str, idempotency_key: str | None) -> str:
         """A random id, or one derived from the command's message id so a redelivered
         command finds the operation it already started instead of starting another."""
         if idempotency_key:
-            digest = hashlib.sha256(f"{self.domain}:{idempotency_key}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{self.domain}:{op}:{idempotency_key}".encode()).hexdigest()
             return f"{self.domain}-{digest[:32]}"
         return f"{self.domain}-{uuid.uuid4().hex}"
 
@@ -86,7 +108,7 @@ class Operations:
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
     ) -> Operation:
-        op_id = self.new_id(idempotency_key)
+        op_id = self.new_id(spec.op, idempotency_key)
         now = _now()
         record = Operation(
             id=op_id,
@@ -100,6 +122,8 @@ class Operations:
             lease_until=time.time() + self.lease,
             request=request.model_dump(mode="json"),
             caller=headers.get(subjects.CALLER_HEADER),
+            caller_roles=_roles(headers.get(subjects.ROLES_HEADER)),
+            idempotency_key=idempotency_key,
             correlation_id=correlation_id,
         )
         try:
@@ -149,13 +173,14 @@ class Operations:
             result = await spec.handler(request, ctx)
         except asyncio.CancelledError:
             raise  # stopping, or cancelled by request: the record says which
+        except LostOperation:
+            log.warning("operation %s is no longer ours (cancelled or taken over)", op_id)
         except CCCError as exc:
             await self._finish(op_id, "failed", error=exc.problem())
-        except Exception as exc:
+        except Exception:
             log.exception("operation %s failed", op_id)
-            await self._finish(
-                op_id, "failed", error=Internal(f"{type(exc).__name__}: {exc}").problem()
-            )
+            error = Internal(f"{spec.op} failed unexpectedly (trace {tracing.current_trace_id()})")
+            await self._finish(op_id, "failed", error=error.problem())
         else:
             value = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
             await self._finish(op_id, "succeeded", result=value)
@@ -168,12 +193,14 @@ class Operations:
                 revision = await self.state.update(key(op_id), record, self._revisions[op_id])
             except Conflict:
                 current = await self.get(op_id)
-                if current.status == "cancelled":
+                if current.status == "cancelled" or current.owner != self.instance:
+                    # Cancelled by request, or claimed by a sibling after our lease ran
+                    # out: stop our copy of the work, it is not ours to finish.
                     self._records[op_id] = current
                     task = self._tasks.get(op_id)
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
-                    raise asyncio.CancelledError from None
+                    raise LostOperation(op_id) from None
                 raise
             self._records[op_id] = record
             self._revisions[op_id] = revision
@@ -186,17 +213,26 @@ class Operations:
         )
         OPERATIONS.labels(self.domain, status).inc()
         await self._publish(record, status)
-        if record.correlation_id:
-            outcome = "completed" if status == "succeeded" else "failed"
-            body: dict[str, Any] = {"correlation_id": record.correlation_id, "operation": record.id}
-            body["result" if status == "succeeded" else "error"] = (
-                record.result if status == "succeeded" else record.error
-            )
-            await self.bus.publish(
-                subjects.event_subject(self.domain, f"{record.op}.{outcome}"),
-                body,
-                headers={subjects.CORRELATION_HEADER: record.correlation_id},
-            )
+        await self._publish_result(record)
+
+    async def _publish_result(self, record: Operation) -> None:
+        """A command-started operation answers its command when it ends, however it ends;
+        deduplicated like every command result."""
+        if not record.correlation_id:
+            return
+        succeeded = record.status == "succeeded"
+        body: dict[str, Any] = {"correlation_id": record.correlation_id, "operation": record.id}
+        if succeeded:
+            body["result"] = record.result
+        else:
+            body["error"] = record.error or {"status": 409, "detail": f"operation {record.status}"}
+        outcome = "completed" if succeeded else "failed"
+        await self.bus.publish_durable(
+            subjects.event_subject(self.domain, f"{record.op}.{outcome}"),
+            body,
+            msg_id=f"{self.domain}:{record.correlation_id}:{outcome}",
+            headers={subjects.CORRELATION_HEADER: record.correlation_id},
+        )
 
     async def _publish(self, record: Operation, event: str) -> None:
         payload = OperationEvent(
@@ -251,6 +287,7 @@ class Operations:
             if task is not None:
                 task.cancel()
             await self._publish(record, "cancelled")
+            await self._publish_result(record)
             OPERATIONS.labels(self.domain, "cancelled").inc()
             return record
         raise Conflict(f"operation {op_id} is changing too fast to cancel; try again")
@@ -266,7 +303,7 @@ class Operations:
         while True:
             await asyncio.sleep(interval)
             for op_id in list(self._tasks):
-                with contextlib.suppress(asyncio.CancelledError, Conflict, KeyError):
+                with contextlib.suppress(LostOperation, Conflict, KeyError):
                     await self._write(op_id, lease_until=time.time() + self.lease)
             try:
                 await self.recover(specs)
@@ -303,8 +340,7 @@ class Operations:
                 )
                 await self._publish(self._records[record.id], "resumed")
                 request = spec.request_model.model_validate(record.request)
-                headers = {subjects.CALLER_HEADER: record.caller} if record.caller else {}
-                self._launch(spec, claimed, request, headers)
+                self._launch(spec, claimed, request, _headers_of(record))
             else:
                 reason = (
                     f"interrupted: the instance running it ({record.owner}) stopped, "
@@ -319,6 +355,8 @@ class Operations:
         """Let running operations finish for ``timeout``; leave the rest to recovery."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         tasks = list(self._tasks.values())
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)

@@ -26,6 +26,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, ServiceConfig
@@ -279,7 +280,7 @@ class Service:
         async def dispatch(request: Request) -> None:
             await self._slots.acquire()
             task = eager.start(self._serve(spec, request._msg), self._slots.release)
-            if task is not None:  # it waits on something: now it needs a deadline
+            if not task.done():  # it waits on something: now it needs a deadline
                 self._tasks.add(task)
                 expiry = asyncio.get_running_loop().call_later(spec.timeout, self._expire, task)
                 task.add_done_callback(self._tasks.discard)
@@ -307,7 +308,7 @@ class Service:
                 body, reply_headers = exc.problem_bytes(), exc.headers()
                 span.set_status(Status(StatusCode.ERROR, exc.detail))
             if msg.reply:
-                await self.nc.publish(msg.reply, body, headers=reply_headers)
+                status = await self._reply(msg.reply, body, reply_headers, spec, status)
         elapsed = time.perf_counter() - started
         metrics.count(status)
         metrics.latency.observe(elapsed)
@@ -318,6 +319,32 @@ class Service:
             if status >= 400:
                 ep._num_errors += 1
                 ep._last_error = f"{status}"
+
+    async def _reply(
+        self,
+        reply: str,
+        body: bytes,
+        headers: dict[str, str] | None,
+        spec: EndpointSpec,
+        status: int,
+    ) -> int:
+        """Send the answer; one that cannot travel becomes a problem that can, so the
+        caller never waits for a reply that was silently dropped."""
+        try:
+            await self.nc.publish(reply, body, headers=headers)
+            return status
+        except MaxPayloadError:
+            error: CCCError = Internal(
+                f"the answer of {self.name}.{spec.op} ({len(body)} bytes) exceeds the bus's "
+                f"payload limit ({self.nc.max_payload} bytes); large results belong in the "
+                "object store"
+            )
+        except Exception as exc:
+            log.exception("%s.%s: reply failed", self.name, spec.op)
+            error = Internal(f"the answer of {self.name}.{spec.op} could not be sent: {exc}")
+        with contextlib.suppress(Exception):
+            await self.nc.publish(reply, error.problem_bytes(), headers=error.headers())
+        return error.status
 
     async def _execute(
         self,

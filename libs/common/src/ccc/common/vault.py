@@ -20,6 +20,8 @@ from .settings import Settings
 
 def fernet_key(raw: str) -> bytes:
     """A valid Fernet key as given, or one derived from a passphrase."""
+    if not raw.strip():
+        raise ValueError("the master key is empty")
     try:
         Fernet(raw.encode())
         return raw.encode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -190,6 +191,8 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         dependencies=[Depends(require("admin"))],
     )
     async def revoke_key(key_id: str) -> Response:
+        if not re.fullmatch(r"[a-z0-9]{1,64}", key_id):
+            raise NotFound(f"key {key_id!r} does not exist")
         if key_id == "admin":
             raise Forbidden(
                 "the admin key is set by CCC_ADMIN_KEY or .ccc/admin.key, not revoked here"
@@ -229,6 +232,10 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Response:
         """A service's operations, newest first."""
+        try:
+            subjects.check_domain(domain)
+        except ValueError as exc:
+            raise NotFound(f"no service {domain!r}") from exc
         body: dict[str, Any] = {"limit": limit}
         if status:
             body["status"] = status
@@ -252,7 +259,7 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         """Publish an event (``ccc.evt.…``) or a durable command (``ccc.cmd.…``).
 
         ``Idempotency-Key`` becomes ``Nats-Msg-Id``: the same key twice has one effect."""
-        events.check_publish_subject(subject)
+        events.check_publish_subject(subject, {s.name for s in gw.routes.services})
         body = await request.body()
         events.check_json(body)
         headers = caller_headers(key)
@@ -274,8 +281,9 @@ def create_app(settings: GatewaySettings | None = None) -> Edge:
         """Server-Sent Events from the events stream: from now, a sequence, or a time."""
         events.check_tail_subject(subject)
         start = events.consumer_start(since, last_event_id)
+        subscription = await events.subscribe(gw.bus.js, subject, start)
         return StreamingResponse(
-            events.sse_stream(gw.bus.js, subject, start),
+            events.sse_stream(subscription, subject),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )

@@ -27,6 +27,7 @@ from ccc.common.errors import (
     PROBLEM_CONTENT_TYPE,
     CCCError,
     Forbidden,
+    Internal,
     NotFound,
     RateLimited,
     Timeout,
@@ -129,6 +130,12 @@ class Edge:
             except CCCError as exc:
                 span.set_status(Status(StatusCode.ERROR, exc.detail))
                 await respond_problem(tracked_send, exc, path, trace_header)
+            except Exception as exc:  # a defect: still a problem+json answer, and audited
+                log.exception("unhandled error on %s %s", method, path)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if status == 0:  # nothing sent yet
+                    error = Internal(f"the gateway failed on this request (trace {trace_id})")
+                    await respond_problem(tracked_send, error, path, trace_header)
             span.set_attribute("http.status_code", status)
         elapsed = time.perf_counter() - started
         self._observe(label, status, elapsed)

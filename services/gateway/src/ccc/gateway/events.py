@@ -18,19 +18,44 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from ccc.common import subjects
-from ccc.common.errors import BadRequest, Invalid
+from ccc.common.errors import BadRequest, Forbidden, Invalid, NotFound
 
 SUBJECT = re.compile(r"^ccc\.(evt|cmd)(\.([a-z0-9_]+|\*))+(\.>)?$|^ccc\.(evt|cmd)\.>$")
 KEEPALIVE_SECONDS = 15.0
 
 
-def check_publish_subject(subject: str) -> str:
-    if "*" in subject or ">" in subject or not SUBJECT.match(subject):
+RESULT_TOKENS = frozenset({"completed", "failed"})
+PLATFORM_EVENTS = frozenset({"service", "operation"})
+
+
+def check_publish_subject(subject: str, live_domains: set[str]) -> str:
+    """What a user may publish: their own events, and commands to a live service.
+
+    The platform's own namespaces are refused (403): the audit trail
+    (``ccc.evt.gateway.*``), lifecycle and operation events (``ccc.evt.<d>.service.*``,
+    ``ccc.evt.<d>.operation.*``) and command results (``….completed|failed``), so nobody
+    can forge them. A command needs a live service to consume it (404 otherwise), or it
+    would sit in the work queue for ever."""
+    tokens = subject.split(".")
+    if "*" in subject or ">" in subject or not SUBJECT.match(subject) or len(tokens) < 4:
         raise Invalid(
-            f"cannot publish to {subject!r}: only concrete subjects under ccc.evt. or ccc.cmd. "
-            "made of lower_snake tokens",
+            f"cannot publish to {subject!r}: give ccc.evt.<domain>.<event> or "
+            "ccc.cmd.<domain>.<op>, lower_snake tokens, no wildcards",
             errors=[{"loc": "subject", "msg": "not a publishable subject", "type": "value_error"}],
         )
+    kind, domain = tokens[1], tokens[2]
+    try:
+        subjects.check_domain(domain)
+    except ValueError as exc:
+        raise Invalid(
+            str(exc), errors=[{"loc": "subject", "msg": str(exc), "type": "value_error"}]
+        ) from exc
+    if kind == "evt" and (
+        domain == "gateway" or tokens[3] in PLATFORM_EVENTS or tokens[-1] in RESULT_TOKENS
+    ):
+        raise Forbidden(f"{subject!r} is in a namespace only the platform publishes to")
+    if kind == "cmd" and domain not in live_domains:
+        raise NotFound(f"no live service {domain!r} takes commands")
     return subject
 
 
@@ -75,17 +100,31 @@ def consumer_start(since: str | None, last_event_id: str | None) -> dict[str, An
     return {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
 
 
-async def sse_stream(
-    js: JetStreamContext, subject: str, start: dict[str, Any]
-) -> AsyncIterator[bytes]:
+MAX_SEQUENCE = 2**63 - 1
+
+
+async def subscribe(js: JetStreamContext, subject: str, start: dict[str, Any]) -> Any:
+    """The ordered consumer, made before the response starts, so a bad start is a 422."""
     policy = start.pop("deliver_policy")
-    sub = await js.subscribe(
-        subject,
-        stream=subjects.EVENTS_STREAM,
-        ordered_consumer=True,
-        deliver_policy=policy,
-        config=ConsumerConfig(**start) if start else None,
-    )
+    seq = start.get("opt_start_seq")
+    if seq is not None and not 1 <= seq <= MAX_SEQUENCE:
+        raise Invalid(
+            f"start sequence {seq} is out of range (1 to {MAX_SEQUENCE})",
+            errors=[{"loc": "since", "msg": "sequence out of range", "type": "value_error"}],
+        )
+    try:
+        return await js.subscribe(
+            subject,
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            config=ConsumerConfig(**start) if start else None,
+        )
+    except Exception as exc:
+        raise Invalid(f"cannot follow {subject!r} from there: {exc}") from exc
+
+
+async def sse_stream(sub: Any, subject: str) -> AsyncIterator[bytes]:
     try:
         yield b": subscribed to " + subject.encode() + b"\n\n"
         while True:

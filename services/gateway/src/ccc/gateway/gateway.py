@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 AUDIT_SUBJECT = subjects.event_subject("gateway", "audit")
 AUDIT_FLUSH_SECONDS = 0.05
 AUDIT_BATCH = 256
+AUDIT_BUFFER_LIMIT = 100_000
 
 
 class Gateway:
@@ -103,11 +104,21 @@ class Gateway:
             await self._flush_audit()
 
     async def _flush_audit(self) -> None:
-        records, self._audit_buffer = self._audit_buffer, []
-        if not records or not self.nc.is_connected:
+        """Publish the queued records. While NATS reconnects nats-py buffers them; if
+        publishing fails, they stay queued (bounded) for the next flush."""
+        if not self._audit_buffer or self.nc.is_closed:
             return
-        for record in records:
-            await self.nc.publish(AUDIT_SUBJECT, json.dumps(record).encode())
+        records, self._audit_buffer = self._audit_buffer, []
+        for i, record in enumerate(records):
+            try:
+                await self.nc.publish(AUDIT_SUBJECT, json.dumps(record).encode())
+            except Exception:
+                kept = records[i:] + self._audit_buffer
+                dropped = max(0, len(kept) - AUDIT_BUFFER_LIMIT)
+                if dropped:
+                    log.error("audit buffer full: %d audit records dropped", dropped)
+                self._audit_buffer = kept[dropped:]
+                raise
 
     async def _audit_forever(self) -> None:
         while True:

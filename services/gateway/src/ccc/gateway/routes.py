@@ -16,6 +16,19 @@ from ccc.common import subjects
 from ccc.common.discovery import ServiceSummary
 
 log = logging.getLogger(__name__)
+# Paths the gateway serves itself: an announced route may never shadow them.
+RESERVED_PATHS = (
+    "/v1/keys",
+    "/v1/events",
+    "/v1/operations",
+    "/v1/catalog",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/mcp",
+)
 PARAM = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 
 
@@ -101,6 +114,14 @@ class RouteTable:
         templated: list[Route] = []
         for service in services:
             for route in routes_of(service):
+                if route.path.startswith(RESERVED_PATHS):
+                    log.warning(
+                        "%s announces %s %s, which belongs to the gateway; ignored",
+                        service.name,
+                        route.method,
+                        route.path,
+                    )
+                    continue
                 key = (route.method, route.path)
                 if key in static or any((r.method, r.path) == key for r in templated):
                     log.warning("route %s %s announced twice; keeping the first", *key)
@@ -160,6 +181,10 @@ class RouteTable:
 def operation_subject(op_id: str, action: str = "get") -> str | None:
     """``/v1/operations/{id}`` goes to the service named by the id's prefix."""
     domain, sep, rest = op_id.partition("-")
-    if not sep or not rest or not subjects.TOKEN.match(domain):
+    if not sep or not rest:
+        return None
+    try:
+        subjects.check_domain(domain)
+    except ValueError:
         return None
     return subjects.request_subject(domain, f"operation.{action}")

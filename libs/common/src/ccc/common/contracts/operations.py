@@ -30,6 +30,9 @@ class Operation(BaseModel):
     lease_until: float | None = None
     request: dict[str, Any] = Field(default_factory=dict)
     caller: str | None = None
+    caller_roles: list[str] | None = None
+    """The roles the starting call carried; a resumed run acts with exactly these."""
+    idempotency_key: str | None = None
 
 
 class OperationGet(BaseModel):
