@@ -244,6 +244,10 @@ class Service:
                 await hook(self)
             except Exception:
                 log.exception("shutdown hook failed")
+        if self._micro is not None:  # leave discovery before saying so
+            for sub in self._micro._subscriptions.values():
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self.bus.publish(
                 subjects.event_subject(self.name, "service.stopped"),
