@@ -10,17 +10,28 @@ entry module imports from it, and that no other service's package (nor torch) ca
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from deploy_render import discover  # noqa: E402
 
-FORBIDDEN_EVERYWHERE = {"torch"}
+# Heavy packages an image may carry only if its own pyproject asks for them directly
+# (the gateway carries no litellm, no image carries torch by accident).
+HEAVY = {"torch", "litellm", "llama-cpp-python"}
+
+
+def direct_dependencies(service_dir: Path) -> set[str]:
+    deps = tomllib.loads((service_dir / "pyproject.toml").read_text())["project"]
+    return {
+        re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps.get("dependencies", [])
+    }
 
 
 def size_mb(path: Path) -> float:
@@ -62,7 +73,8 @@ def main() -> int:
             ).stdout.split()
             names = {line.split("==")[0].lower() for line in listing}
             others = {f"ccc-{s.name}" for s in services if s.name != svc.name}
-            bad = sorted((names & others) | (names & FORBIDDEN_EVERYWHERE))
+            heavy = HEAVY - direct_dependencies(ROOT / "services" / svc.name)
+            bad = sorted((names & others) | (names & heavy))
             # Import what the entry point runs, without running it (``python -m`` would
             # start the service): the service module where there is one, else the package,
             # and check that ``ccc.<name>.__main__`` is there.
