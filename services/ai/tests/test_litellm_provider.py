@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ccc.ai.streaming import read_stream
 from ccc.common.bus import Bus
+from ccc.common.streaming import read_stream
 
 from .conftest import ai_instance, unique
 from .test_routing import chat

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from ccc.ai.local_models import CHAT_MODEL_ID, local_chat_available
-from ccc.ai.streaming import read_stream
 from ccc.common.bus import Bus
+from ccc.common.streaming import read_stream
 
 from .conftest import ai_instance
 

@@ -93,13 +93,6 @@ async def test_errors_through_the_gateway_are_problems(
         assert "gpt-fake" in body["available"]
         assert "no-such-model" in missing.value.message
 
-        # SSE needs the gateway's relay; until then the answer says so instead of breaking.
-        with pytest.raises(openai.UnprocessableEntityError) as refused:
-            await ai.chat.completions.create(
-                model="gpt-fake", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
-        await refused.value.response.aread()
-        assert "Ccc-Stream-Inbox" in refused.value.response.json()["detail"]
 
 
 async def test_budget_spent_answers_429(nats_url: str, gateway: dict[str, str], fake) -> None:
@@ -170,3 +163,37 @@ async def test_images_through_the_gateway_or_a_clear_problem(
         body = refused.value.response.json()
         assert body["capability"] == "images" and body["providers"] == [plain]
         assert "no configured provider offers images" in refused.value.message
+
+
+async def test_streaming_through_the_gateway_with_the_openai_client(
+    nats_url: str, gateway: dict[str, str], fake
+) -> None:
+    """stream: true as SSE, read by the official client; a stream cut half-way ends in an
+    error the client raises, never a silently truncated answer."""
+    healthy, cutter = unique("upstream"), unique("cutter")
+    _, healthy_url = await fake(healthy, ["gpt-fake"])
+    _, cut_url = await fake(cutter, ["gpt-cut"], mode="cut")
+    config = {
+        "providers": [
+            provider(healthy, healthy_url, ["gpt-fake"]),
+            provider(cutter, cut_url, ["gpt-cut"]),
+        ]
+    }
+    async with ai_instance(nats_url, config):
+        await refresh_catalog()
+        ai = client(gateway)
+        stream = await ai.chat.completions.create(
+            model="gpt-fake", messages=[{"role": "user", "content": "hello there"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == f"Hello from {healthy}, a fake model"  # what the fake streams
+
+        received: list[str] = []
+        with pytest.raises(openai.APIError):
+            stream = await ai.chat.completions.create(
+                model="gpt-cut", messages=[{"role": "user", "content": "hello"}], stream=True
+            )
+            async for chunk in stream:
+                if chunk.choices:
+                    received.append(chunk.choices[0].delta.content or "")
+        assert received, "the first half arrived before the cut"

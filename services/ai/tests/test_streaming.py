@@ -8,9 +8,9 @@ import json
 import nats
 import pytest
 
-from ccc.ai.streaming import StreamBroken, read_stream
 from ccc.common import Invalid, Unavailable
 from ccc.common.bus import Bus
+from ccc.common.streaming import StreamBroken, read_stream
 
 from .conftest import ai_instance, unique
 from .test_routing import chat, provider

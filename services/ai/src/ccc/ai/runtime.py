@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from ccc.common import BadRequest, CCCError, Invalid, NotFound, RateLimited, Unavailable
 from ccc.common.bus import Bus
 from ccc.common.state import StateStore
+from ccc.common.streaming import StreamWriter
 
 from . import costs
 from .accounting import Accounting
@@ -44,7 +45,6 @@ from .local_models import LocalChatProvider, LocalEmbeddingsProvider, local_chat
 from .providers import LiteLLMProvider, OpenAICompatible, Provider, ProviderError
 from .routing import Catalog, Deployment, Resolved
 from .shared import Cooldowns
-from .streaming import StreamWriter
 
 log = logging.getLogger(__name__)
 Answer = dict[str, Any]

@@ -9,6 +9,7 @@ the inbox named in ``Ccc-Stream-Inbox`` (see ``streaming``).
 from __future__ import annotations
 
 from ccc.common import Context, Forbidden, Invalid, Service, Unavailable
+from ccc.common.streaming import INBOX_HEADER
 
 from .config import AIConfig, AISettings, load_config, with_env_providers
 from .contracts import (
@@ -30,7 +31,6 @@ from .contracts import (
     openai_error,
 )
 from .runtime import ModelGateway
-from .streaming import INBOX_HEADER
 
 
 class AIService(Service):
@@ -79,6 +79,7 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
         http="POST /v1/chat/completions",
         roles=("reader",),
         timeout=ai_settings.request_timeout,
+        streams=True,
     )
     async def chat(req: ChatCompletionRequest, ctx: Context) -> ChatCompletion | StreamSummary:
         """Create a chat completion (OpenAI-compatible; tools and any other parameter are
