@@ -11,7 +11,16 @@ import sys
 
 from pydantic import BaseModel, Field
 
-from ccc.common import Context, Invalid, NotFound, Service, Unavailable, streaming, tracing
+from ccc.common import (
+    Context,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Service,
+    Unavailable,
+    streaming,
+    tracing,
+)
 
 
 class EchoIn(BaseModel):
@@ -107,6 +116,11 @@ def build(name: str) -> Service:
         except TimeoutError:
             return EchoOut(text="inner timeout", instance=service.instance, trace_id=None)
         return EchoOut(text="in time", instance=service.instance, trace_id=None)
+
+    @service.endpoint("busy", roles=("reader",))
+    async def busy(req: SleepIn, ctx: Context) -> dict:
+        """Always rate limited, asking to come back in ``seconds``."""
+        raise RateLimited("too busy", retry_after=req.seconds)
 
     @service.endpoint("huge", roles=("reader",))
     async def huge(req: SleepIn, ctx: Context) -> dict:

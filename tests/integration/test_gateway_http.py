@@ -254,6 +254,9 @@ async def test_review_regressions(nats_url, admin, service_name):
         # an answer too large for the bus is a prompt 500 problem, not a 504 after 10 s
         r = await admin.post(f"{base}/huge", json={"seconds": 0})
         assert r.status_code == 500 and "payload limit" in r.json()["detail"]
+        # a service's 429 keeps its Retry-After at the edge
+        r = await admin.post(f"{base}/busy", json={"seconds": 2.5})
+        assert r.status_code == 429 and r.headers["retry-after"] == "3"
         # an announced route cannot shadow the gateway's own
         r = await admin.post("/v1/keys", json={"name": "x", "roles": ["reader"]})
         assert r.status_code == 201 and "stolen" not in r.text

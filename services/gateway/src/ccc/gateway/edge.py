@@ -223,13 +223,15 @@ class Edge:
         msg = await self._request(route, body, headers)
         reply_headers = msg.headers or {}
         code = reply_headers.get(ERROR_CODE_HEADER)
+        extra = list(trace_header)
         if code is not None:
             status, content_type = int(code), PROBLEM_CONTENT_TYPE
             trace.get_current_span().set_status(Status(StatusCode.ERROR))
+            if status in (429, 503):
+                extra.extend(_retry_after(msg.data))
         else:
             status = int(reply_headers.get(subjects.STATUS_HEADER, 200))
             content_type = "application/json"
-        extra = list(trace_header)
         if status == 202:
             extra.append((b"location", f"/v1/operations/{_operation_id(msg.data)}".encode()))
         await respond(send, status, msg.data, content_type, extra)
@@ -302,6 +304,17 @@ class Edge:
                     f"{route.domain}.{route.op} did not answer within {route.timeout}s"
                 ) from None
         raise NotFound("unreachable")  # pragma: no cover
+
+
+def _retry_after(problem: bytes) -> list[tuple[bytes, bytes]]:
+    """``Retry-After`` from a problem's ``retry_after``, so HTTP clients back off right."""
+    try:
+        seconds = json.loads(problem).get("retry_after")
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(seconds, int | float) or seconds < 0:
+        return []
+    return [(b"retry-after", str(max(1, round(seconds + 0.499))).encode())]
 
 
 def _wants_stream(body: bytes) -> bool:
