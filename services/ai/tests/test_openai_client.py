@@ -94,7 +94,6 @@ async def test_errors_through_the_gateway_are_problems(
         assert "no-such-model" in missing.value.message
 
 
-
 async def test_budget_spent_answers_429(nats_url: str, gateway: dict[str, str], fake) -> None:
     name = unique("upstream")
     _, url = await fake(name, ["gpt-fake"])

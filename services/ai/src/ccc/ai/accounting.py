@@ -18,10 +18,10 @@ from typing import Any
 
 from ccc.common import Conflict, RateLimited
 from ccc.common.bus import Bus
+from ccc.common.contracts.ai import Budget, Usage, UsageEvent, openai_error
 from ccc.common.state import StateStore
 from ccc.common.subjects import event_subject
 
-from .contracts import Budget, Usage, UsageEvent, openai_error
 from .shared import KVMirror, token
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contracts import Budget
+from ccc.common.contracts.ai import Budget
 
 ProviderKind = Literal["openai", "ollama", "litellm", "local-embeddings", "local-chat"]
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")

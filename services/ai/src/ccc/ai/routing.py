@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ccc.common.contracts.ai import ModelCard
+
 from .config import GroupConfig
-from .contracts import ModelCard
 from .providers import Provider
 
 

@@ -20,13 +20,7 @@ from nats.aio.client import Client as NATS
 
 from ccc.common import BadRequest, CCCError, Invalid, NotFound, RateLimited, Unavailable
 from ccc.common.bus import Bus
-from ccc.common.state import StateStore
-from ccc.common.streaming import StreamWriter
-
-from . import costs
-from .accounting import Accounting
-from .config import AIConfig, AISettings, ProviderConfig
-from .contracts import (
+from ccc.common.contracts.ai import (
     ChatCompletion,
     ChatCompletionRequest,
     EmbeddingsRequest,
@@ -40,6 +34,12 @@ from .contracts import (
     UsageEvent,
     openai_error,
 )
+from ccc.common.state import StateStore
+from ccc.common.streaming import StreamWriter
+
+from . import costs
+from .accounting import Accounting
+from .config import AIConfig, AISettings, ProviderConfig
 from .discovery import Discovery
 from .local_models import LocalChatProvider, LocalEmbeddingsProvider, local_chat_available
 from .providers import LiteLLMProvider, OpenAICompatible, Provider, ProviderError

@@ -9,10 +9,7 @@ the inbox named in ``Ccc-Stream-Inbox`` (see ``streaming``).
 from __future__ import annotations
 
 from ccc.common import Context, Forbidden, Invalid, Service, Unavailable
-from ccc.common.streaming import INBOX_HEADER
-
-from .config import AIConfig, AISettings, load_config, with_env_providers
-from .contracts import (
+from ccc.common.contracts.ai import (
     Budget,
     BudgetSet,
     ChatCompletion,
@@ -30,6 +27,9 @@ from .contracts import (
     UsageGet,
     openai_error,
 )
+from ccc.common.streaming import INBOX_HEADER
+
+from .config import AIConfig, AISettings, load_config, with_env_providers
 from .runtime import ModelGateway
 
 

@@ -1,7 +1,7 @@
 """The OpenAI shapes the ai service speaks, as pydantic models.
 
-They belong in ``ccc.common.contracts.ai`` (RAG and agents call these endpoints through the
-bus); they live here until libs/common takes them. Every model allows extra fields: a
+Shared here because RAG and agents call these endpoints through the bus with typed
+requests, and services never import each other. Every model allows extra fields: a
 request field we do not name (``tools``, ``response_format``, ``seed``, ...) is passed to
 the provider untouched, and a provider's extra answer fields reach the caller.
 """
