@@ -104,6 +104,10 @@ class VectorIndex(ABC):
     ) -> list[Found]:
         """Dense only, sparse only, or both fused with RRF (whichever vectors are given)."""
 
+    async def settle(self, name: str) -> None:
+        """Let the engine build its indexes after a batch of writes (if it needs telling)."""
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -123,6 +127,8 @@ class EdgeIndex(VectorIndex):
         self._shards: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._open_lock = threading.Lock()
+        self._optimizing: set[str] = set()
+        self._background: set[asyncio.Future[None]] = set()
 
     def _path(self, name: str) -> Path:
         return self.root / name
@@ -177,6 +183,8 @@ class EdgeIndex(VectorIndex):
             shutil.rmtree(self._path(name), ignore_errors=True)
 
     async def drop(self, name: str) -> None:
+        while name in self._optimizing:  # never close a shard under its optimizer
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(self._drop, name)
 
     @staticmethod
@@ -301,7 +309,28 @@ class EdgeIndex(VectorIndex):
         """Build the HNSW and sparse indexes of grown segments (blocking; readers go on)."""
         return bool(self._shard(name).optimize())
 
+    async def settle(self, name: str) -> None:
+        """An Edge shard optimizes only when asked: after an ingest, build the indexes in
+        a background thread (one at a time per collection; queries and writes go on)."""
+        if name in self._optimizing:
+            return
+        self._optimizing.add(name)
+
+        def run() -> None:
+            try:
+                self.optimize(name)
+            except KeyError:
+                pass  # dropped meanwhile
+            finally:
+                self._optimizing.discard(name)
+
+        task = asyncio.get_running_loop().run_in_executor(None, run)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=60)
         with self._open_lock:
             for shard in self._shards.values():
                 shard.flush()

@@ -191,6 +191,8 @@ async def ingest(req: IngestRequest, ctx: Context) -> IngestResult:
     removed; a document that fails (corrupt, unreachable) fails alone."""
     collection = await store.load_collection(ctx.state, req.collection)
     result = await ingestion.run(req, ctx, collection, index(), settings())
+    if result.chunks_indexed:
+        await index().settle(collection.name)
     await ctx.emit(
         "ingest.finished",
         {k: v for k, v in result.model_dump(mode="json").items() if k != "documents"},
