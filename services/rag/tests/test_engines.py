@@ -81,3 +81,19 @@ async def test_replace_query_and_delete(engine: str) -> None:
         assert await index.count("c") == 1
         await index.drop("c")
         await index.close()
+
+
+@pytest.mark.parametrize("engine", ["edge", "client"])
+async def test_a_failed_replacement_leaves_the_old_version_whole(engine: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        index: VectorIndex = EdgeIndex(Path(tmp)) if engine == "edge" else ClientIndex(":memory:")
+        await index.create("c", 8)
+        await index.replace("c", "d1", "v1", _points("d1", "v1", ["old one", "old two"], "a"))
+        new = _points("d1", "v2", [f"new {i}" for i in range(300)], "a")
+        broken = new[280]
+        new[280] = ChunkPoint(broken.id, broken.dense[:4], broken.sparse, broken.payload)
+        with pytest.raises(Exception):  # noqa: B017 - the engine's own error type
+            await index.replace("c", "d1", "v2", new)
+        assert await index.count("c", Where(doc="d1")) == 2
+        assert await index.count("c", Where(doc="d1", version="v2")) == 0
+        await index.close()

@@ -59,6 +59,7 @@ class Where:
     tags: list[str] | None = None
     after: datetime | None = None
     before: datetime | None = None
+    version: str | None = None
     not_version: str | None = None
 
 
@@ -211,6 +212,8 @@ class EdgeIndex(VectorIndex):
                     ),
                 )
             )
+        if where.version is not None:
+            must.append(qe.FieldCondition("version", match=qe.MatchValue(where.version)))
         if where.not_version is not None:
             must_not.append(qe.FieldCondition("version", match=qe.MatchValue(where.not_version)))
         if not must and not must_not:
@@ -230,9 +233,15 @@ class EdgeIndex(VectorIndex):
             for p in points
         ]
         old = self._filter(Where(doc=doc, not_version=version))
-        with self._locks[name]:
-            for i in range(0, len(edge_points), 256):
-                shard.update(qe.UpdateOperation.upsert_points(edge_points[i : i + 256]))
+        new = self._filter(Where(doc=doc, version=version))
+        with self._locks[name]:  # readers wait: they see the old version or the new one
+            try:
+                for i in range(0, len(edge_points), 256):
+                    shard.update(qe.UpdateOperation.upsert_points(edge_points[i : i + 256]))
+            except Exception:
+                # nothing half-indexed: take back what this version wrote
+                shard.update(qe.UpdateOperation.delete_points_by_filter(new))
+                raise
             shard.update(qe.UpdateOperation.delete_points_by_filter(old))
         shard.flush()
 
@@ -412,6 +421,8 @@ class ClientIndex(VectorIndex):
                     key="ingested_at", range=m.DatetimeRange(gte=where.after, lte=where.before)
                 )
             )
+        if where.version is not None:
+            must.append(m.FieldCondition(key="version", match=m.MatchValue(value=where.version)))
         if where.not_version is not None:
             must_not.append(
                 m.FieldCondition(key="version", match=m.MatchValue(value=where.not_version))
@@ -442,14 +453,7 @@ class ClientIndex(VectorIndex):
             # nothing half-indexed: take back what this version wrote
             await self.client.delete(
                 collection,
-                m.FilterSelector(
-                    filter=m.Filter(
-                        must=[
-                            m.FieldCondition(key="doc", match=m.MatchValue(value=doc)),
-                            m.FieldCondition(key="version", match=m.MatchValue(value=version)),
-                        ]
-                    )
-                ),
+                m.FilterSelector(filter=self._filter(Where(doc=doc, version=version))),
                 wait=True,
             )
             raise
