@@ -434,7 +434,9 @@ async def main() -> None:
                 ("BM25 only (sparse, baseline)", {"mode": "sparse"}),
                 ("dense only", {"mode": "dense"}),
                 ("hybrid (RRF)", {"mode": "hybrid"}),
-                ("hybrid + rerank", {"mode": "hybrid", "rerank": True}),
+                ("hybrid (DBSF)", {"mode": "hybrid", "fusion": "dbsf"}),
+                ("hybrid (RRF) + rerank", {"mode": "hybrid", "rerank": True}),
+                ("hybrid (DBSF) + rerank", {"mode": "hybrid", "fusion": "dbsf", "rerank": True}),
             ):
                 recalls, ndcgs, firsts = [], [], []
                 for (question, _, _), relevant in zip(labelled, relevant_ids, strict=True):

@@ -55,10 +55,17 @@ async def _setup(bus: Bus, name: str) -> None:
 
 
 async def _rank(
-    bus: Bus, collection: str, query: str, relevant: str, mode: str, k: int = 1
+    bus: Bus,
+    collection: str,
+    query: str,
+    relevant: str,
+    mode: str,
+    k: int = 1,
+    fusion: str = "rrf",
 ) -> int | None:
     found = await bus.call(
-        "rag.search", {"collection": collection, "query": query, "mode": mode, "limit": 10}
+        "rag.search",
+        {"collection": collection, "query": query, "mode": mode, "limit": 10, "fusion": fusion},
     )
     sources = [h["source"] for h in found["hits"]]
     return sources.index(relevant) + 1 if relevant in sources[:k] else None
@@ -71,11 +78,13 @@ async def test_hybrid_finds_what_each_half_misses(bus: Bus) -> None:
     assert await _rank(bus, "labelled", query, relevant, "dense") is None
     assert await _rank(bus, "labelled", query, relevant, "sparse") == 1
     assert await _rank(bus, "labelled", query, relevant, "hybrid") == 1
+    assert await _rank(bus, "labelled", query, relevant, "hybrid", fusion="dbsf") == 1
     # a paraphrase with no word in common: BM25 has nothing, dense has the meaning
     query, relevant = PARAPHRASE
     assert await _rank(bus, "labelled", query, relevant, "sparse", k=10) is None
     assert await _rank(bus, "labelled", query, relevant, "dense") == 1
     assert await _rank(bus, "labelled", query, relevant, "hybrid") == 1
+    assert await _rank(bus, "labelled", query, relevant, "hybrid", fusion="dbsf") == 1
 
 
 async def test_filters_by_source_tag_and_date(bus: Bus) -> None:

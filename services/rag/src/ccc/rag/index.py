@@ -102,8 +102,10 @@ class VectorIndex(ABC):
         limit: int,
         candidates: int,
         with_vectors: bool = False,
+        fusion: str = "rrf",
     ) -> list[Found]:
-        """Dense only, sparse only, or both fused with RRF (whichever vectors are given)."""
+        """Dense only, sparse only, or both fused (``rrf``: reciprocal rank fusion;
+        ``dbsf``: distribution-based score fusion), whichever vectors are given."""
 
     async def settle(self, name: str) -> None:
         """Let the engine build its indexes after a batch of writes (if it needs telling)."""
@@ -281,6 +283,7 @@ class EdgeIndex(VectorIndex):
         limit: int,
         candidates: int,
         with_vectors: bool = False,
+        fusion: str = "rrf",
     ) -> list[Found]:
         import qdrant_edge as qe
 
@@ -295,10 +298,12 @@ class EdgeIndex(VectorIndex):
             )
         vectors: Any = [DENSE, SPARSE] if with_vectors else False
         if len(queries) == 2:
+            # the stub's union omits Fusion's nested classes, which the engine takes
+            fuse: Any = qe.Fusion.Dbsf() if fusion == "dbsf" else qe.Fusion.Rrf(k=RRF_K)
             request = qe.QueryRequest(
                 limit=limit,
                 prefetches=[qe.Prefetch(limit=candidates, query=q, filter=flt) for q in queries],
-                query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub omits Rrf
+                query=fuse,
                 filter=flt,
                 with_payload=True,
                 with_vector=vectors,
@@ -487,6 +492,7 @@ class ClientIndex(VectorIndex):
         limit: int,
         candidates: int,
         with_vectors: bool = False,
+        fusion: str = "rrf",
     ) -> list[Found]:
         from qdrant_client import models as m
 
@@ -503,7 +509,7 @@ class ClientIndex(VectorIndex):
                 prefetch=[
                     m.Prefetch(query=q, using=u, filter=flt, limit=candidates) for q, u in queries
                 ],
-                query=m.FusionQuery(fusion=m.Fusion.RRF),
+                query=m.FusionQuery(fusion=m.Fusion.DBSF if fusion == "dbsf" else m.Fusion.RRF),
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,

@@ -197,6 +197,12 @@ class SearchRequest(Filters):
     mode: SearchMode = Field(
         default="hybrid", description="hybrid: dense + BM25 sparse fused with RRF"
     )
+    fusion: Literal["rrf", "dbsf"] = Field(
+        default="rrf",
+        description="How hybrid merges its two lists: rrf (reciprocal rank fusion, ranks "
+        "only) or dbsf (distribution-based score fusion: normalised scores, so a decisive "
+        "keyword match weighs more)",
+    )
     rerank: bool = Field(
         default=False,
         description="Re-order the fused candidates by exact cosine to the query, with a "

@@ -61,6 +61,7 @@ async def retrieve(
     limit: int,
     mode: SearchMode = "hybrid",
     rerank: bool = False,
+    fusion: str = "rrf",
 ) -> list[SearchHit]:
     dense_q: list[float] | None = None
     if mode in ("hybrid", "dense"):
@@ -79,6 +80,7 @@ async def retrieve(
         limit=fetch,
         candidates=max(limit * 5, 50),
         with_vectors=True,
+        fusion=fusion,
     )
     terms = set(sparse.query(query).indices)
     hits = [_hit(f, dense_q, terms) for f in found]
@@ -123,6 +125,7 @@ async def search(
         limit=req.limit,
         mode=req.mode,
         rerank=req.rerank,
+        fusion=req.fusion,
     )
     return SearchResult(collection=collection.name, mode=req.mode, hits=hits)
 
