@@ -135,8 +135,9 @@ def parse(data: bytes, media_type: str, base_url: str | None = None) -> ParsedDo
 
 
 def _decode(data: bytes) -> str:
-    for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ():
-        return data.decode(encoding)
+    """UTF-16 by its byte-order mark, else UTF-8 (BOM or not), else Latin-1."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
