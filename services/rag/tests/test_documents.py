@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ccc.common import Conflict, Invalid, NotFound, UnsupportedMediaType
+from ccc.common import Conflict, Forbidden, Invalid, NotFound, UnsupportedMediaType, subjects
 from ccc.common.bus import Bus
 from ccc.rag.service import RagService
 
@@ -129,6 +129,13 @@ async def test_unknown_collection_and_unsupported_type_answer_at_once(bus: Bus) 
         assert name in refused.value.detail
     with pytest.raises(NotFound):
         await bus.call("rag.search", {"collection": "nowhere", "query": "x"})
+    reader = {subjects.CALLER_HEADER: "k1", subjects.ROLES_HEADER: "reader"}
+    with pytest.raises(Forbidden):  # the role is checked before anything is looked up
+        await bus.call(
+            "rag.ingest",
+            {"collection": "nowhere", "texts": [{"source": "a", "text": "x"}]},
+            headers=reader,
+        )
     with pytest.raises(Invalid):
         await bus.call("rag.ingest", {"collection": "types"})
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-from ccc.common import Conflict, Context, NotFound, Service, Unavailable
+from ccc.common import Caller, Conflict, Context, NotFound, Service, Unavailable
 from ccc.common.endpoint import EndpointSpec
 
 from . import ingest as ingestion
@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 class RagService(Service):
     """Checks an ingest before answering 202: an unknown collection is a 404 and an
-    unsupported file a 415 at once, not a failed operation later."""
+    unsupported file a 415 at once, not a failed operation later. (The runtime has no
+    pre-flight hook for operations yet, so this wraps its ``_execute``; a caller without
+    the role still gets the runtime's 403 first.)"""
 
     index: VectorIndex | None = None
 
@@ -58,7 +60,7 @@ class RagService(Service):
         *,
         correlation_id: str | None = None,
     ) -> tuple[bytes, int]:
-        if spec.op == "ingest":
+        if spec.op == "ingest" and Caller.from_headers(headers).may(spec.roles):
             request = spec.parse(data, headers)
             assert isinstance(request, IngestRequest)
             await store.load_collection(self.state, request.collection)
