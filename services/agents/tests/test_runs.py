@@ -1,0 +1,239 @@
+"""Runs with a scripted model behind the real ai service, tools on a live test service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ccc.common import Service
+from ccc.common.testing import wait_until
+
+from .conftest import Api, Target, caller, unique
+
+
+def tool_messages(view: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s["tool"] for s in view["steps"] if s["kind"] == "tool"]
+
+
+async def test_a_discovered_tool_is_called_over_the_bus_and_its_result_fed_back(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus, caller("k-reader", "operator"))
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "hello"}}]},
+            {"content": "The service said HELLO."},
+        ]
+    )
+    name = unique("echoer")
+    await api.put(name, instructions="Use the tools.", model=m, tools=["agtarget.echo"])
+    run_id = await api.start(name, "say hello")
+    view = await api.done(run_id)
+    run = view["run"]
+    assert run["status"] == "completed" and run["end_reason"] == "final_answer"
+    assert run["output"] == "The service said HELLO."
+    assert [s["kind"] for s in view["steps"]] == ["model", "tool", "model"]
+
+    # the tool came from discovery: its schema and docstring were offered to the model
+    first = model.requests[m][0]
+    offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    assert set(offered) == {"agtarget__echo"}
+    assert "Echo a text back" in offered["agtarget__echo"]["description"]
+    assert offered["agtarget__echo"]["parameters"]["properties"]["text"]["type"] == "string"
+    assert first["messages"][0] == {"role": "system", "content": "Use the tools."}
+
+    # called over the bus as the caller, with the run's idempotency key
+    call = tool_messages(view)[0]
+    assert call["status"] == "ok" and call["target"] == "agtarget.echo"
+    assert call["result"] == {"echo": "HELLO", "caller": "k-reader"}
+    assert agtarget.keys[-1] == f"{run_id}/call_0_0"
+
+    # and its result went back to the model
+    second = model.requests[m][1]["messages"]
+    assert second[-1]["role"] == "tool"
+    assert json.loads(second[-1]["content"]) == {"echo": "HELLO", "caller": "k-reader"}
+
+    step = view["steps"][0]
+    assert step["total_tokens"] > 0 and step["latency_ms"] >= 0 and step["model"] == m
+    assert run["tokens"] == sum(s["total_tokens"] for s in view["steps"])
+
+
+async def test_a_tool_outside_the_patterns_or_the_roles_is_refused(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus, caller("k-op", "operator"))
+    m = model.script(
+        [
+            {
+                "tool_calls": [
+                    {"name": "agtarget__secret", "arguments": {}},
+                    {"name": "agtarget__table__drop", "arguments": {"table": "users"}},
+                ]
+            },
+            {"content": "I could not."},
+        ]
+    )
+    name = unique("limited")
+    # agtarget.secret matches the globs but needs admin; table.drop is outside the globs
+    await api.put(name, model=m, tools=["agtarget.echo", "agtarget.secret"])
+    tools = await agents.bus.call(
+        "agents.agent.tools", {"name": name}, headers=caller("k-op", "operator")
+    )
+    assert [t["name"] for t in tools["tools"]] == ["agtarget__echo"]
+
+    before = dict(agtarget.calls)
+    view = await api.done(await api.start(name, "get the secret and drop users"))
+    assert view["run"]["end_reason"] == "final_answer"
+    secret, drop = tool_messages(view)
+    assert secret["status"] == "refused" and "roles" in secret["error"]["detail"]
+    assert drop["status"] == "refused" and "outside the tools" in drop["error"]["detail"]
+    assert agtarget.calls["secret"] == before.get("secret", 0)
+    assert agtarget.calls["drop"] == before.get("drop", 0)
+    offered = {t["function"]["name"] for t in model.requests[m][0]["tools"]}
+    assert offered == {"agtarget__echo"}
+
+
+async def test_handoff_to_another_agent(agents: Service, model: Any, agtarget: Target) -> None:
+    api = Api(agents.bus)
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "transfer_to_billing", "arguments": {"reason": "money"}}]},
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "refund"}}]},
+            {"content": "Refund done."},
+        ]
+    )
+    triage, billing = unique("triage"), "billing"
+    await api.put(billing, instructions="You are billing.", model=m, tools=["agtarget.echo"])
+    await api.put(triage, instructions="You are triage.", model=m, handoffs=[billing])
+    view = await api.done(await api.start(triage, "I want a refund"))
+    run = view["run"]
+    assert run["status"] == "completed" and run["agent"] == billing
+    assert run["agents"] == [triage, billing]
+    assert [s["kind"] for s in view["steps"]] == ["model", "handoff", "model", "tool", "model"]
+    assert view["steps"][1]["handoff_to"] == billing
+    assert [s["agent"] for s in view["steps"]] == [triage, triage, billing, billing, billing]
+    first, second = model.requests[m][0], model.requests[m][1]
+    assert first["messages"][0]["content"] == "You are triage."
+    assert {t["function"]["name"] for t in first["tools"]} == {"transfer_to_billing"}
+    assert second["messages"][0]["content"] == "You are billing."
+    assert {t["function"]["name"] for t in second["tools"]} == {"agtarget__echo"}
+    assert second["messages"][1] == {"role": "user", "content": "I want a refund"}
+
+
+async def test_a_supervisor_delegates_to_a_specialist(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    boss_model = model.script(
+        [
+            {"tool_calls": [{"name": "delegate_to_echo_spec", "arguments": {"task": "echo hi"}}]},
+            {"content": "The specialist says HI."},
+        ]
+    )
+    spec_model = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "hi"}}]},
+            {"content": "HI"},
+        ]
+    )
+    await api.put("echo-spec", model=spec_model, tools=["agtarget.*"])
+    boss = unique("boss")
+    await api.put(boss, model=boss_model, delegates=["echo-spec"])
+    view = await api.done(await api.start(boss, "get a greeting"))
+    assert view["run"]["output"] == "The specialist says HI."
+    delegate = view["steps"][1]
+    assert delegate["kind"] == "delegate"
+    child_id = delegate["data"]["child"]
+    assert delegate["tool"]["result"]["output"] == "HI"
+    child = await api.get(child_id)
+    assert child["run"]["parent"] == view["run"]["id"]
+    assert child["run"]["root_agent"] == "echo-spec"
+    assert model.requests[spec_model][0]["messages"][-1]["content"] == "echo hi"
+
+
+async def test_approval_pauses_and_resumes(agents: Service, model: Any, agtarget: Target) -> None:
+    api = Api(agents.bus, caller("k-op", "operator"))
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__table__drop", "arguments": {"table": "logs"}}]},
+            {"tool_calls": [{"name": "agtarget__table__drop", "arguments": {"table": "users"}}]},
+            {"content": "Dropped logs; users was refused."},
+        ]
+    )
+    name = unique("dba")
+    await api.put(name, model=m, tools=["agtarget.*"])
+    run_id = await api.start(name, "drop logs and users")
+
+    view = await api.until(run_id, "waiting_approval")
+    pending = view["run"]["pending"]
+    assert pending["target"] == "agtarget.table.drop"
+    assert pending["arguments"] == {"table": "logs"}
+    assert "logs" not in agtarget.dropped
+    await agents.bus.call("agents.run.approve", {"run_id": run_id, "approved": True})
+
+    async def asks_about_users() -> bool:
+        run = (await api.get(run_id))["run"]
+        return bool(run["pending"] and run["pending"]["arguments"] == {"table": "users"})
+
+    await wait_until(asks_about_users, timeout=10)
+    await agents.bus.call(
+        "agents.run.approve", {"run_id": run_id, "approved": False, "comment": "not users"}
+    )
+    view = await api.done(run_id)
+    assert view["run"]["status"] == "completed"
+    assert agtarget.dropped.count("logs") == 1 and "users" not in agtarget.dropped
+    tools = tool_messages(view)
+    assert [t["status"] for t in tools] == ["ok", "rejected"]
+    assert "not users" in tools[1]["error"]["detail"]
+    decisions = [s["decision"] for s in view["steps"] if s["kind"] == "approval"]
+    assert [d["approved"] for d in decisions] == [True, False]
+
+
+async def test_the_loop_guard_stops_a_repeating_agent(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script([{"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "again"}}]}])
+    name = unique("looper")
+    await api.put(name, model=m, tools=["agtarget.echo"], limits={"max_identical_calls": 3})
+    view = await api.done(await api.start(name, "loop"))
+    run = view["run"]
+    assert run["status"] == "stopped" and run["end_reason"] == "repeated_tool_call"
+    assert "3 times" in run["detail"]
+    assert len(tool_messages(view)) == 3
+
+
+async def test_max_steps_and_token_budget_end_a_run_with_their_reason(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": f"t{i}"}}]}
+            for i in range(10)
+        ]
+    )
+    steps_agent, budget_agent = unique("stepper"), unique("spender")
+    await api.put(steps_agent, model=m, tools=["agtarget.echo"], limits={"max_steps": 2})
+    await api.put(budget_agent, model=m, tools=["agtarget.echo"], limits={"max_tokens": 1})
+    view = await api.done(await api.start(steps_agent, "go"))
+    assert (view["run"]["status"], view["run"]["end_reason"]) == ("stopped", "max_steps")
+    assert view["run"]["turns"] == 2
+    view = await api.done(await api.start(budget_agent, "go"))
+    assert view["run"]["end_reason"] == "budget_tokens" and view["run"]["turns"] == 1
+
+
+async def test_an_operation_tool_is_followed_to_its_end(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__long", "arguments": {"n": 7}}]},
+            {"content": "finished"},
+        ]
+    )
+    name = unique("waiter")
+    await api.put(name, model=m, tools=["agtarget.long"])
+    view = await api.done(await api.start(name, "do the long thing"))
+    assert tool_messages(view)[0]["result"] == {"long": "finished", "n": 7}
