@@ -89,15 +89,21 @@ class Writer:
 def common_models() -> dict[type[BaseModel], str]:
     """Every model defined in ccc.common.contracts.*, mapped to its file name."""
     package = importlib.import_module(COMMON_PREFIX)
-    found: dict[type[BaseModel], str] = {}
+    models: list[tuple[str, type[BaseModel]]] = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{COMMON_PREFIX}.{info.name}")
         for _, obj in sorted(inspect.getmembers(module, inspect.isclass)):
             if issubclass(obj, BaseModel) and obj.__module__ == module.__name__:
-                if obj.__name__ in found.values():
-                    raise SystemExit(f"two common contracts named {obj.__name__}")
-                found[obj] = obj.__name__
-    return found
+                models.append((info.name, obj))
+    # A class name is the file name; where two modules use the same name, both files are
+    # prefixed with their module (``ai.Usage``), so no contract hides another.
+    counts: dict[str, int] = {}
+    for _, model in models:
+        counts[model.__name__] = counts.get(model.__name__, 0) + 1
+    return {
+        model: model.__name__ if counts[model.__name__] == 1 else f"{mod}.{model.__name__}"
+        for mod, model in models
+    }
 
 
 def discover_services(services_dir: Path) -> list[tuple[str, Any]]:
