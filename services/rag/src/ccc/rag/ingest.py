@@ -284,7 +284,9 @@ async def run(
     for g in groups:
         texts = [_embedding_text(c, ch) for c in g for ch in c.chunks]
         try:
-            vectors = await embed(ctx, model, texts, batch=settings.embed_batch)
+            vectors = await embed(
+                ctx, model, texts, batch=settings.embed_batch, parallel=settings.embed_parallel
+            )
             if vectors and len(vectors[0]) != collection.dimensions:
                 raise ValueError(
                     f"{model} gave {len(vectors[0])} dimensions; the collection has "

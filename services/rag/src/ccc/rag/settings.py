@@ -35,6 +35,9 @@ class RagSettings(Settings):
     """Word-piece budget of one chunk (MiniLM reads 256 at most)."""
     chunk_overlap: int = _rag(40, "chunk_overlap")
     embed_batch: int = _rag(64, "embed_batch")
+    """Texts per ``ai.embeddings`` call."""
+    embed_parallel: int = _rag(2, "embed_parallel")
+    """``ai.embeddings`` calls in flight during an ingest (several ai instances share them)."""
     max_document_bytes: int = _rag(20 * 1024 * 1024, "max_document_bytes")
     user_agent: str = _rag("ccc-rag/0.1", "user_agent")
     fetch_timeout: float = _rag(15.0, "fetch_timeout")
