@@ -237,3 +237,97 @@ async def test_an_operation_tool_is_followed_to_its_end(
     await api.put(name, model=m, tools=["agtarget.long"])
     view = await api.done(await api.start(name, "do the long thing"))
     assert tool_messages(view)[0]["result"] == {"long": "finished", "n": 7}
+
+
+async def test_agents_message_each_other_over_nats(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    courier, mailbox = unique("courier"), unique("mailbox")
+    send = model.script(
+        [
+            {
+                "tool_calls": [
+                    {"name": "send_message", "arguments": {"to": mailbox, "text": "ping"}},
+                    {"name": "send_message", "arguments": {"to": "stranger", "text": "psst"}},
+                ]
+            },
+            {"content": "sent"},
+        ]
+    )
+    read = model.script(
+        [{"tool_calls": [{"name": "read_messages", "arguments": {}}]}, {"content": "read"}]
+    )
+    await api.put(courier, model=send, peers=[mailbox])
+    await api.put(mailbox, model=read, inbox=True)
+    sent = await api.done(await api.start(courier, "tell the mailbox"))
+    ok, refused = tool_messages(sent)
+    assert ok["status"] == "ok" and ok["result"]["to"] == mailbox
+    assert refused["status"] == "refused"
+
+    first = await api.done(await api.start(mailbox, "any news?"))
+    got = tool_messages(first)[0]["result"]["messages"]
+    assert [(m["from_agent"], m["text"]) for m in got] == [(courier, "ping")]
+    assert got[0]["from_run"] == sent["run"]["id"]
+    # a mailbox: what one run read, the next does not read again
+    second = await api.done(await api.start(mailbox, "more news?"))
+    assert tool_messages(second)[0]["result"] == {"messages": []}
+
+
+async def test_thread_memory_carries_a_conversation_across_runs(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script([{"content": "first answer"}, {"content": "second answer"}])
+    name = unique("rememberer")
+    await api.put(name, model=m, memory={"thread": True, "window": 10})
+    one = await api.done(await api.start(name, "my name is Ada", thread="t1"))
+    two = await api.done(await api.start(name, "what is my name?", thread="t1"))
+    assert (one["run"]["output"], two["run"]["output"]) == ("first answer", "second answer")
+    asked = model.requests[m][1]["messages"]
+    assert [x["content"] for x in asked] == ["my name is Ada", "first answer", "what is my name?"]
+
+
+async def test_cost_budget_model_failure_and_cancel_end_with_their_reason(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": f"{i}"}}]}
+            for i in range(9)
+        ]
+    )
+    spender = unique("costly")
+    await api.put(
+        spender,
+        model=m,
+        tools=["agtarget.echo"],
+        limits={"max_cost_usd": 0.0001, "usd_per_1k_tokens": 0.01},
+    )
+    view = await api.done(await api.start(spender, "spend"))
+    assert view["run"]["end_reason"] == "budget_cost"
+    assert view["run"]["cost_usd"] >= 0.0001
+
+    broken = unique("broken")
+    await api.put(broken, model="no-such-model")
+    run_id = await api.start(broken, "hello")
+    view = await api.done(run_id)
+    assert (view["run"]["status"], view["run"]["end_reason"]) == ("failed", "model_error")
+    assert "404" in view["run"]["detail"]
+    op = await agents.bus.call("agents.operation.get", {"id": run_id})
+    assert op["status"] == "failed" and op["error"]["status"] == 404
+
+    waiting = model.script(
+        [{"tool_calls": [{"name": "agtarget__table__drop", "arguments": {"table": "x"}}]}]
+    )
+    dba = unique("dba")
+    await api.put(dba, model=waiting, tools=["agtarget.table.drop"])
+    run_id = await api.start(dba, "drop x")
+    await api.until(run_id, "waiting_approval")
+    await agents.bus.call("agents.run.cancel", {"run_id": run_id})
+    view = await api.done(run_id)
+    assert (view["run"]["status"], view["run"]["end_reason"]) == ("cancelled", "cancelled")
+    op = await agents.bus.call("agents.operation.get", {"id": run_id})
+    assert op["status"] == "cancelled"
+    assert "x" not in agtarget.dropped

@@ -26,6 +26,7 @@ EndReason = Literal[
     "plan_completed",
     "plan_failed",
     "model_error",
+    "error",
     "cancelled",
 ]
 StepKind = Literal["model", "tool", "handoff", "delegate", "approval", "plan", "workflow"]
@@ -75,6 +76,13 @@ class AgentSpec(BaseModel):
     delegates: list[str] = Field(
         default_factory=list,
         description="Specialists this one (a supervisor) may give a task to and hear back from",
+    )
+    peers: list[str] = Field(
+        default_factory=list,
+        description="Agents this one may send messages to (ccc.evt.agents.message.<agent>)",
+    )
+    inbox: bool = Field(
+        False, description="Offer read_messages: the messages other agents sent to this one"
     )
     approval: list[str] = Field(
         default_factory=list,

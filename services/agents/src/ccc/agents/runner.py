@@ -20,6 +20,7 @@ from ccc.common import CCCError, Context, Forbidden, NotFound, RateLimited, subj
 from ccc.common.operations import LostOperation
 from ccc.common.state import StateStore
 
+from . import messaging
 from .catalog import Catalog, Tool, matches
 from .models import (
     RUN_DONE,
@@ -71,6 +72,14 @@ class RunEnded(Exception):
         self.reason = reason
         self.detail = detail
         self.output = output
+
+
+class ModelFailed(Exception):
+    """``ai.chat`` failed for good: the run fails with ``model_error``."""
+
+    def __init__(self, error: CCCError) -> None:
+        super().__init__(error.detail)
+        self.error = error
 
 
 @dataclass
@@ -248,8 +257,12 @@ class RunLoop:
                 await self.chat()
         except RunEnded as end:
             return await self.finish(end.status, end.reason, end.detail, end.output)
+        except ModelFailed as failed:
+            exc = failed.error
+            await self.finish("failed", "model_error", f"ai.chat: {exc.status} {exc.detail}")
+            raise exc from None
         except CCCError as exc:
-            await self.finish("failed", "model_error", f"{exc.status} {exc.detail}")
+            await self.finish("failed", "error", f"{exc.status} {exc.detail}")
             raise
         raise RuntimeError("a run ended without a reason")  # pragma: no cover
 
@@ -365,7 +378,7 @@ class RunLoop:
                     },
                 }
             )
-        return out
+        return out + messaging.functions(self)
 
     def dangerous(self, target: str) -> bool:
         return matches(target, [*self.env.settings.agents_dangerous, *self.agent.approval])
@@ -392,15 +405,7 @@ class RunLoop:
             body["tool_choice"] = tool_choice
         if self.agent.temperature is not None:
             body["temperature"] = self.agent.temperature
-        try:
-            answer = await self.ctx.call(
-                "ai.chat", body, timeout=self.env.settings.agents_model_timeout
-            )
-        except RateLimited as exc:
-            code = (exc.extra.get("error") or {}).get("code")
-            if code == "budget_exceeded":
-                raise RunEnded("stopped", "budget_cost", f"ai: {exc.detail}") from exc
-            raise
+        answer = await self._ask(body)
         message = self._assistant(answer)
         usage = answer.get("usage") or {}
         prompt = int(usage.get("prompt_tokens") or 0)
@@ -422,6 +427,27 @@ class RunLoop:
         )
         await self.record(step)
         return message
+
+    async def _ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``ai.chat`` as the caller; a transient failure (5xx, 408, a 429 that is not a
+        spent budget) is tried again, twice, after 0.5 s then 1.5 s (the ai service has
+        already fallen back across providers); anything else fails the run."""
+        delays = [0.5, 1.5]
+        while True:
+            try:
+                answer: dict[str, Any] = await self.ctx.call(
+                    "ai.chat", body, timeout=self.env.settings.agents_model_timeout
+                )
+                return answer
+            except CCCError as exc:
+                code = (exc.extra.get("error") or {}).get("code")
+                if isinstance(exc, RateLimited) and code == "budget_exceeded":
+                    raise RunEnded("stopped", "budget_cost", f"ai: {exc.detail}") from exc
+                if delays and (exc.status >= 500 or exc.status in (408, 429)):
+                    log.warning("run %s: ai.chat failed (%s), trying again", self.run.id, exc)
+                    await asyncio.sleep(delays.pop(0))
+                    continue
+                raise ModelFailed(exc) from exc
 
     def _assistant(self, answer: dict[str, Any]) -> dict[str, Any]:
         choices = answer.get("choices") or [{}]
@@ -464,7 +490,8 @@ class RunLoop:
         seen = sum(
             1 for s in self.steps if s.tool and canonical(s.tool.name, s.tool.arguments) == same
         )
-        if seen >= self.agent.limits.max_identical_calls:
+        # reading an inbox again is waiting, not looping: max_steps bounds it
+        if name != messaging.READ and seen >= self.agent.limits.max_identical_calls:
             raise RunEnded(
                 "stopped",
                 "repeated_tool_call",
@@ -475,6 +502,9 @@ class RunLoop:
             return
         if name.startswith(DELEGATE):
             await self._delegate(started, call_id, name, arguments)
+            return
+        if any(f["function"]["name"] == name for f in messaging.functions(self)):
+            await self._message(started, call_id, name, arguments)
             return
         tools = await self.tools()
         tool = tools.get(name) or (await self.tools(fresh=True)).get(name)
@@ -496,6 +526,25 @@ class RunLoop:
                 )
                 return
         await self._execute(started, call_id, tool, arguments)
+
+    async def _message(
+        self, started: float, call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
+        try:
+            if name == messaging.SEND:
+                result = await messaging.send(self, call_id, arguments)
+            else:
+                result = await messaging.read(self, arguments)
+        except PermissionError as exc:
+            error = {"status": 403, "detail": str(exc)}
+            await self._tool_result(started, call_id, name, None, arguments, "refused", error=error)
+            return
+        except CCCError as exc:
+            await self._tool_result(
+                started, call_id, name, None, arguments, "error", error=exc.problem()
+            )
+            return
+        await self._tool_result(started, call_id, name, None, arguments, "ok", result)
 
     async def _execute(
         self, started: float, call_id: str, tool: Tool, arguments: dict[str, Any]
@@ -581,6 +630,8 @@ class RunLoop:
         limit = self.env.settings.agents_max_result_chars
         if len(content) > limit:
             content = content[:limit] + f"... [cut: {len(content)} characters]"
+            result = {"cut": content}  # the step record must fit a KV value (1 MB)
+            error = {"detail": content} if error is not None else None
         record = ToolCallRecord(
             call_id=call_id,
             name=name,
