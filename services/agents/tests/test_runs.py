@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ccc.common import Service
-from ccc.common.testing import wait_until
+from ccc.common import Context, Service
+from ccc.common.testing import running, wait_until
 
-from .conftest import Api, Target, caller, unique
+from .conftest import Api, EchoRequest, Target, caller, unique
 
 
 def tool_messages(view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -331,3 +331,27 @@ async def test_cost_budget_model_failure_and_cancel_end_with_their_reason(
     op = await agents.bus.call("agents.operation.get", {"id": run_id})
     assert op["status"] == "cancelled"
     assert "x" not in agtarget.dropped
+
+
+async def test_tools_appear_and_disappear_with_their_services(
+    agents: Service, model: Any, nats_url: str
+) -> None:
+    extra = Service("agextra", description="A service that comes and goes")
+
+    @extra.endpoint("ping", http="", roles=("reader",))
+    async def ping(req: EchoRequest, ctx: Context) -> dict[str, str]:
+        """Answer pong."""
+        return {"pong": req.text}
+
+    api = Api(agents.bus)
+    name = unique("watcher")
+    await api.put(name, model="scripted-39", tools=["agextra.*"])
+
+    async def names() -> list[str]:
+        page = await agents.bus.call("agents.agent.tools", {"name": name})
+        return [t["name"] for t in page["tools"]]
+
+    assert await names() == []
+    async with running(extra, nats_url):
+        assert await names() == ["agextra__ping"]
+    assert await names() == []
