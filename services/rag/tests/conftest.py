@@ -134,6 +134,7 @@ class Site:
     def __init__(self) -> None:
         self.pages: dict[str, tuple[str, bytes]] = {}
         self.hits: list[str] = []
+        self.times: list[float] = []
         self.url = ""
 
     def html(self, path: str, title: str, body: str) -> None:
@@ -147,6 +148,7 @@ class Site:
         assert scope["type"] == "http"
         path = scope["path"]
         self.hits.append(path)
+        self.times.append(time.monotonic())
         found = self.pages.get(path)
         status, ctype, body = (200, *found) if found else (404, "text/plain", b"not found")
         await send(

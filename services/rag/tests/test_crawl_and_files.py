@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 from typing import Any
 
 from ccc.common.bus import Bus
@@ -61,7 +62,7 @@ async def test_crawl_follows_links_obeys_robots_reads_the_sitemap_and_recrawls(
     async with serve_site(site) as url:
         _sitemap(site)
         await bus.call("rag.collection.create", {"name": "site"})
-        crawl = {"start_url": f"{url}/", "depth": 1, "delay": 0.01, "concurrency": 2}
+        crawl = {"start_url": f"{url}/", "depth": 1, "delay": 0.1, "concurrency": 2}
         first = await ingest(bus, {"collection": "site", "crawl": crawl, "tags": ["handbook"]})
         docs = by_source(first)
         assert set(docs) == {
@@ -72,6 +73,11 @@ async def test_crawl_follows_links_obeys_robots_reads_the_sitemap_and_recrawls(
         }, docs  # depth 1: not /deep/, robots: not /private/
         assert all(d["status"] == "added" for d in docs.values())
         assert "/private/keys.html" not in site.hits
+        pages = [
+            t for p, t in zip(site.hits, site.times, strict=True) if p.endswith(("/", ".html"))
+        ]
+        gaps = [b - a for a, b in itertools.pairwise(pages)]
+        assert min(gaps) >= 0.1, gaps  # politeness: one request per delay to the host
         assert "/robots.txt" in site.hits and "/sitemap.xml" in site.hits
         texts = await _texts(bus, "site", "how fast may ships approach")
         assert "port arm seven" in texts[0]

@@ -3,16 +3,18 @@
 The crawler is breadth-first from the start URL. It reads robots.txt once per host and
 skips what it disallows (honouring its Crawl-delay when larger than the asked delay),
 seeds the queue with the URLs of sitemap.xml (and of the Sitemap lines of robots.txt),
-runs ``concurrency`` fetches at once and keeps ``delay`` seconds between two requests to
-the same host. A page that fails is reported with its reason; the crawl goes on.
+runs ``concurrency`` fetches at once (across hosts; with a delay, one at a time per host)
+and keeps ``delay`` seconds from the end of one request to a host to the start of the
+next. A page that fails is reported with its reason; the crawl goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
@@ -68,22 +70,28 @@ def _normal(url: str) -> str:
 
 
 class _Politeness:
-    """At most one request per ``delay`` seconds to a host."""
+    """With a delay, one request at a time per host and ``delay`` seconds from the end of
+    one to the start of the next; without one, no limit (``concurrency`` still bounds)."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self._locks: dict[str, asyncio.Lock] = {}
         self._next: dict[str, float] = {}
-        self._lock = asyncio.Lock()
 
-    async def wait(self, host: str) -> None:
+    @contextlib.asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
         if self.delay <= 0:
+            yield
             return
-        async with self._lock:
-            now = time.monotonic()
-            at = max(now, self._next.get(host, now))
-            self._next[host] = at + self.delay
-        if at > now:
-            await asyncio.sleep(at - now)
+        lock = self._locks.setdefault(host, asyncio.Lock())
+        async with lock:
+            wait = self._next.get(host, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                yield
+            finally:
+                self._next[host] = time.monotonic() + self.delay
 
 
 def _sitemap_urls(data: bytes) -> tuple[list[str], list[str]]:
@@ -174,8 +182,7 @@ async def crawl(
             if parser is not None and not parser.can_fetch(user_agent, url):
                 outcome.skipped_by_robots.append(url)
                 return []
-        async with sem:
-            await polite.wait(_host(url))
+        async with sem, polite.slot(_host(url)):
             page = await fetch(client, url, max_bytes)
         outcome.pages.append(page)
         count += 1
