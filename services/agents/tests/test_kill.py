@@ -70,5 +70,7 @@ async def test_kill_9_mid_run_and_another_instance_resumes_it(
     slow_keys = [k for k in agtarget.keys if k == f"{run_id}/call_1_0"]
     assert len(slow_keys) == 2
     assert view["steps"][3]["tool"]["result"] == {"slow": "done"}
+    # one trace across the kill
+    assert len({s["trace_id"] for s in view["steps"]}) == 1
     # the resumed run still acts as the key that started it
     assert run["caller"] == "k-kill" and run["caller_roles"] == ["operator"]

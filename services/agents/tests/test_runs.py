@@ -53,6 +53,8 @@ async def test_a_discovered_tool_is_called_over_the_bus_and_its_result_fed_back(
     assert second[-1]["role"] == "tool"
     assert json.loads(second[-1]["content"]) == {"echo": "HELLO", "caller": "k-reader"}
 
+    traces = {s["trace_id"] for s in view["steps"]}
+    assert len(traces) == 1 and None not in traces  # one trace for the whole run
     step = view["steps"][0]
     assert step["total_tokens"] > 0 and step["latency_ms"] >= 0 and step["model"] == m
     assert run["tokens"] == sum(s["total_tokens"] for s in view["steps"])

@@ -182,6 +182,11 @@ class Run(BaseModel):
     updated_at: float
     finished_at: float | None = None
     attempts: int = 1
+    traceparent: str | None = Field(
+        None,
+        description="W3C trace context of the start: every step, resumed or not, is a "
+        "span of this one trace",
+    )
 
 
 class ToolCallRecord(BaseModel):

@@ -132,11 +132,12 @@ async def plan_and_run(loop: RunLoop) -> None:
         calls = loop.pending_calls()
         if not calls:
             loop.guard()
-            await loop.model_step(
-                extra_tools=[SUBMIT_TOOL],
-                tool_choice={"type": "function", "function": {"name": SUBMIT}},
-                system_suffix=PLANNING,
-            )
+            with loop.span("agents.model", model=loop.agent.model):
+                await loop.model_step(
+                    extra_tools=[SUBMIT_TOOL],
+                    tool_choice={"type": "function", "function": {"name": SUBMIT}},
+                    system_suffix=PLANNING,
+                )
             calls = loop.pending_calls()
             if not calls:
                 raise RunEnded("stopped", "plan_failed", "the model answered without a plan")
@@ -152,7 +153,8 @@ async def plan_and_run(loop: RunLoop) -> None:
                     error={"detail": "planning mode: call submit_plan, not the tools"},
                 )
                 continue
-            await submit(loop, call)
+            with loop.span("agents.plan"):
+                await submit(loop, call)
 
 
 async def submit(loop: RunLoop, call: dict[str, Any]) -> None:

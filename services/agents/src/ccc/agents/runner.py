@@ -10,9 +10,11 @@ answer is recorded, and a tool call is repeated only if it had not finished, wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +122,8 @@ class RunLoop:
                 initial.extend(kept or [])
             initial.append({"role": "user", "content": req.input})
             t = now()
+            trace_headers: dict[str, str] = {}
+            tracing.inject(trace_headers)
             run = Run(
                 id=run_id,
                 agent=agent.name,
@@ -132,6 +136,7 @@ class RunLoop:
                 caller=ctx.caller.key_id,
                 caller_roles=sorted(ctx.caller.roles) if ctx.caller.roles is not None else None,
                 agents=[agent.name],
+                traceparent=trace_headers.get("traceparent"),
                 created_at=t,
                 updated_at=t,
             )
@@ -266,18 +271,31 @@ class RunLoop:
             raise
         raise RuntimeError("a run ended without a reason")  # pragma: no cover
 
+    @contextlib.contextmanager
+    def span(self, name: str, **attributes: str) -> Iterator[None]:
+        """A span per step, child of the run's start, so a resumed run stays one trace."""
+        parent = (
+            tracing.extract({"traceparent": self.run.traceparent}) if self.run.traceparent else None
+        )
+        with tracing.tracer("ccc.agents").start_as_current_span(
+            name, context=parent, attributes={"ccc.run": self.run.id, **attributes}
+        ):
+            yield
+
     async def chat(self) -> None:
         while True:
             calls = self.pending_calls()
             if calls:
                 for call in calls:
-                    await self.tool_call(call)
+                    with self.span("agents.tool", tool=str(call["function"]["name"])):
+                        await self.tool_call(call)
                 continue
             answer = self.final_answer()
             if answer is not None and self.steps:
                 raise RunEnded("completed", "final_answer", output=answer)
             self.guard()
-            await self.model_step()
+            with self.span("agents.model", model=self.agent.model):
+                await self.model_step()
 
     def guard(self) -> None:
         """Before each model call: steps and budget."""
