@@ -66,11 +66,17 @@ async def test_an_operator_key_runs_an_agent_over_http(
         run_id = r.json()["id"]
 
         async def ended() -> bool:
-            got = await http.get(f"/v1/agent-runs/{run_id}", headers=reader)
+            got = await http.get(f"/v1/agent-runs/{run_id}", headers=operator)
             return got.status_code == 200 and got.json()["run"]["status"] == "completed"
 
         await wait_until(ended, timeout=15)
-        view = (await http.get(f"/v1/agent-runs/{run_id}", headers=reader)).json()
+        view = (await http.get(f"/v1/agent-runs/{run_id}", headers=operator)).json()
+        # what the operator's tools answered is not for a reader's eyes; an admin may look
+        r = await http.get(f"/v1/agent-runs/{run_id}", headers=reader)
+        assert r.status_code == 403, r.text
+        assert (await http.get(f"/v1/agent-runs/{run_id}", headers=admin)).status_code == 200
+        r = await http.get("/v1/agent-runs", headers=reader, params={"agent": name})
+        assert r.json()["runs"] == []
         r = await http.get(f"/v1/operations/{run_id}", headers=operator)
         assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
         assert r.json()["result"]["end_reason"] == "final_answer"
@@ -80,7 +86,7 @@ async def test_an_operator_key_runs_an_agent_over_http(
         assert r.headers["content-type"].startswith("application/problem+json")
         r = await http.get("/v1/agent-runs/agents-nope", headers=reader)
         assert r.status_code == 422
-        r = await http.get("/v1/agent-runs", headers=reader, params={"agent": name})
+        r = await http.get("/v1/agent-runs", headers=operator, params={"agent": name})
         assert [x["id"] for x in r.json()["runs"]] == [run_id]
 
     run = view["run"]

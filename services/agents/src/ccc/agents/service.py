@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
-from ccc.common import Conflict, Context, NotFound, Service
+from ccc.common import Caller, Conflict, Context, Forbidden, NotFound, Service
+from ccc.common import roles as role_rules
 
 from .catalog import Catalog
 from .models import (
@@ -35,6 +36,25 @@ from .models import (
 from .runner import DELEGATE, HANDOFF, Env, RunLoop, builtin_name, now
 from .settings import AgentsSettings
 from .store import agent_key, approval_key, load_agent, load_run, load_steps, run_key
+
+
+def may_see(caller: Caller, run: Run) -> bool:
+    """A run holds what its tools answered, so it is shown only to the key that started
+    it, to a key whose roles cover that key's, and to trusted bus peers: an operator
+    never reads an admin's run, and a reader never sees what an operator's tools said."""
+    if caller.roles is None or (caller.key_id is not None and caller.key_id == run.caller):
+        return True
+    theirs = role_rules.expand(run.caller_roles) if run.caller_roles is not None else None
+    if theirs is None:  # started by a trusted peer: admins only
+        return "admin" in role_rules.expand(caller.roles)
+    return theirs <= role_rules.expand(caller.roles)
+
+
+async def visible_run(ctx: Context, run_id: str) -> Run:
+    run = await load_run(ctx.state, run_id)
+    if not may_see(ctx.caller, run):
+        raise Forbidden(f"run {run_id} was started by another key with more roles than yours")
+    return run
 
 
 def create_service(settings: AgentsSettings | None = None) -> Service:
@@ -146,11 +166,14 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
     @service.endpoint("run.get", http="GET /v1/agent-runs/{run_id}", roles=("reader",))
     async def get_run(req: RunGet, ctx: Context) -> RunView:
         """A run and every step: messages, tool calls with arguments and results, tokens,
-        latency, trace id; ``end_reason`` says why it ended."""
+        latency, trace id; ``end_reason`` says why it ended. Shown to the key that started
+        it and to keys whose roles cover its roles."""
         try:
-            run = await load_run(ctx.state, req.run_id)
+            run = await visible_run(ctx, req.run_id)
         except NotFound:
             run = await starting_run(req.run_id)
+            if not may_see(ctx.caller, run):
+                raise Forbidden(f"run {run.id} was started by another key") from None
         return RunView(run=run, steps=await load_steps(ctx.state, req.run_id))
 
     async def starting_run(run_id: str) -> Run:
@@ -180,10 +203,13 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
 
     @service.endpoint("run.list", http="GET /v1/agent-runs", roles=("reader",))
     async def list_runs(req: RunList, ctx: Context) -> RunPage:
-        """Runs, newest first, optionally of one (root) agent or in one status."""
+        """Runs the caller may see, newest first, optionally of one (root) agent or in one
+        status."""
         runs = []
         async for e in ctx.state.items("run."):
             run = Run.model_validate(e.value)
+            if not may_see(ctx.caller, run):
+                continue
             if req.agent and run.root_agent != req.agent:
                 continue
             if req.status and run.status != req.status:
@@ -198,7 +224,7 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
     async def approve_run(req: RunApprove, ctx: Context) -> Run:
         """Decide the dangerous tool call a run waits on (``approved: false`` rejects it;
         the model hears the rejection). For a plan, the decision goes to its workflow."""
-        run = await load_run(ctx.state, req.run_id)
+        run = await visible_run(ctx, req.run_id)
         pending = run.pending
         if run.status != "waiting_approval" or pending is None:
             raise Conflict(f"run {run.id} is {run.status}: it waits for no decision")
@@ -227,7 +253,7 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
     @service.endpoint("run.cancel", http="POST /v1/agent-runs/{run_id}/cancel", roles=("operator",))
     async def cancel_run(req: RunCancel, ctx: Context) -> Run:
         """Stop a run: its operation is cancelled and the run ends with ``cancelled``."""
-        run = await load_run(ctx.state, req.run_id)
+        run = await visible_run(ctx, req.run_id)
         if run.status in RUN_DONE:
             raise Conflict(f"run {run.id} already {run.status}")
         with contextlib.suppress(NotFound):
