@@ -153,6 +153,37 @@ async def test_a_supervisor_delegates_to_a_specialist(
     assert model.requests[spec_model][0]["messages"][-1]["content"] == "echo hi"
 
 
+async def test_a_specialist_waiting_for_approval_pauses_its_supervisor(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    boss_model = model.script(
+        [
+            {"tool_calls": [{"name": "delegate_to_dropper", "arguments": {"task": "drop t9"}}]},
+            {"content": "done"},
+        ]
+    )
+    spec_model = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__table__drop", "arguments": {"table": "t9"}}]},
+            {"content": "dropped t9"},
+        ]
+    )
+    await api.put("dropper", model=spec_model, tools=["agtarget.table.*"])
+    boss = unique("boss")
+    await api.put(boss, model=boss_model, delegates=["dropper"])
+    run_id = await api.start(boss, "clean up")
+    view = await api.until(run_id, "waiting_approval")
+    pending = view["run"]["pending"]
+    assert pending["target"] == "agtarget.table.drop" and pending["child_run"]
+    # the decision on the supervisor reaches the specialist
+    await agents.bus.call("agents.run.approve", {"run_id": run_id, "approved": True})
+    view = await api.done(run_id)
+    assert view["run"]["output"] == "done" and "t9" in agtarget.dropped
+    child = await api.get(pending["child_run"])
+    assert [s["kind"] for s in child["steps"]] == ["model", "approval", "tool", "model"]
+
+
 async def test_approval_pauses_and_resumes(agents: Service, model: Any, agtarget: Target) -> None:
     api = Api(agents.bus, caller("k-op", "operator"))
     m = model.script(

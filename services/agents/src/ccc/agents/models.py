@@ -150,6 +150,7 @@ class Pending(BaseModel):
     call_id: str | None = None
     workflow_run: str | None = None
     workflow_step: str | None = None
+    child_run: str | None = Field(None, description="A delegated run that waits (forwarded)")
     requested_at: float
 
 

@@ -722,7 +722,7 @@ class RunLoop:
                 {"name": target, "input": str(arguments.get("task") or ""), "parent": self.run.id},
                 headers={subjects.MSG_ID_HEADER: f"{self.run.id}/{call_id}"},
             )
-            result = await self.await_operation("agents", str(op["id"]))
+            result = await self.await_child(str(op["id"]))
         except CCCError as exc:
             await self._tool_result(
                 started, call_id, name, "agents.run.start", arguments, "error", error=exc.problem()
@@ -740,6 +740,38 @@ class RunLoop:
             "delegate", started, messages=[message], tool=record, data={"child": op["id"]}
         )
         await self.record(step)
+
+    async def await_child(self, child_id: str) -> Any:
+        """Wait for a delegated run; while it waits for a human, so does this run, showing
+        the child's question (the approve endpoint forwards the decision to the child)."""
+        deadline = time.monotonic() + self.env.settings.agents_operation_wait
+        while True:
+            record = await self.ctx.call("agents.operation.get", {"id": child_id})
+            if record.get("status") in ("succeeded", "failed", "cancelled"):
+                break
+            child = (await self.ctx.call("agents.run.get", {"run_id": child_id}))["run"]
+            asking = child.get("pending") if child.get("status") == "waiting_approval" else None
+            if asking and (self.run.pending is None or self.run.pending.child_run != child_id):
+                self.run.status = "waiting_approval"
+                self.run.pending = Pending.model_validate(
+                    {**asking, "step": len(self.steps) + 1, "child_run": child_id}
+                )
+                await self._save()
+                await self.ctx.emit(
+                    "run.waiting_approval",
+                    {"run_id": self.run.id, "child_run": child_id, "target": asking["target"]},
+                )
+            elif not asking and self.run.status == "waiting_approval":
+                self.run.status, self.run.pending = "running", None
+                await self._save()
+            if time.monotonic() > deadline:
+                from ccc.common import Timeout
+
+                raise Timeout(f"the delegated run {child_id} did not end in time")
+            await asyncio.sleep(self.env.settings.agents_poll_interval)
+        if self.run.status == "waiting_approval":
+            self.run.status, self.run.pending = "running", None
+        return await self.await_operation("agents", child_id)
 
     # -- human approval -------------------------------------------------------------------
 

@@ -233,6 +233,12 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
             "by": ctx.caller.key_id or "bus",
             "comment": req.comment,
         }
+        if pending.child_run:
+            await ctx.call(
+                "agents.run.approve",
+                {"run_id": pending.child_run, "approved": req.approved, "comment": req.comment},
+            )
+            return run
         if pending.workflow_run and pending.workflow_step:
             await ctx.call(
                 "workflow.run.approve",
