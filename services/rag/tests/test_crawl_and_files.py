@@ -19,7 +19,8 @@ def _site() -> Site:
         "Home",
         "<h1>Orbital Station</h1><p>Welcome to the station handbook.</p>"
         '<a href="/docker.html">Docking</a> <a href="/life.html">Life support</a>'
-        ' <a href="/private/keys.html">Keys</a> <a href="https://elsewhere.example/x">Out</a>',
+        ' <a href="/private/keys.html">Keys</a> <a href="https://elsewhere.example/x">Out</a>'
+        ' <a href="/files/spec.pdf">Spec</a>',
     )
     site.html(
         "/docker.html",
@@ -37,6 +38,11 @@ def _site() -> Site:
     site.html("/private/keys.html", "Keys", "<p>The master key code is ZEBRA-99.</p>")
     site.html("/orphan.html", "Orphan", "<p>The observation deck opens at dawn, station time.</p>")
     site.put("/robots.txt", "text/plain", b"User-agent: *\nDisallow: /private/\n")
+    site.put(
+        "/files/spec.pdf",
+        "application/pdf",
+        _pdf(["The hull is rated for a pressure of nine atmospheres."]),
+    )
     return site
 
 
@@ -70,6 +76,7 @@ async def test_crawl_follows_links_obeys_robots_reads_the_sitemap_and_recrawls(
             f"{url}/docker.html",
             f"{url}/life.html",
             f"{url}/orphan.html",
+            f"{url}/files/spec.pdf",
         }, docs  # depth 1: not /deep/, robots: not /private/
         assert all(d["status"] == "added" for d in docs.values())
         assert "/private/keys.html" not in site.hits
@@ -81,6 +88,8 @@ async def test_crawl_follows_links_obeys_robots_reads_the_sitemap_and_recrawls(
         assert "/robots.txt" in site.hits and "/sitemap.xml" in site.hits
         texts = await _texts(bus, "site", "how fast may ships approach")
         assert "port arm seven" in texts[0]
+        texts = await _texts(bus, "site", "hull pressure rating")
+        assert "nine atmospheres" in texts[0]
 
         # a day later: one page changed, one gone, the rest as they were
         site.html(
