@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ccc.common import Context, Service
+import pytest
+
+from ccc.common import Context, Invalid, Service
 from ccc.common.testing import running, wait_until
 
 from .conftest import Api, EchoRequest, Target, caller, unique
@@ -388,3 +390,23 @@ async def test_tools_appear_and_disappear_with_their_services(
     async with running(extra, nats_url):
         assert await names() == ["agextra__ping"]
     assert await names() == []
+
+
+async def test_a_bad_agent_definition_is_a_422_naming_the_field(agents: Service) -> None:
+    api = Api(agents.bus)
+    for spec, field in (
+        ({"model": "m", "tool": ["rag.*"]}, "tool"),
+        ({"model": "m", "handoffs": ["Not An Agent"]}, "handoffs.0"),
+        ({"model": "m", "limits": {"max_steps": 0}}, "limits.max_steps"),
+        ({"model": ""}, "model"),
+    ):
+        with pytest.raises(Invalid) as caught:
+            await api.put(unique("bad"), **spec)
+        assert field in caught.value.detail
+    # the 202 comes before the handler runs (the runtime has no pre-check for
+    # operations), so an unknown agent fails the operation and the run with a 404
+    run_id = await api.start("never-defined", "hello")
+    view = await api.done(run_id)
+    assert view["run"]["status"] == "failed" and "never-defined" in view["run"]["detail"]
+    op = await agents.bus.call("agents.operation.get", {"id": run_id})
+    assert op["error"]["status"] == 404

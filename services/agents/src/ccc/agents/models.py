@@ -7,12 +7,21 @@ counters and current agent from them); the run record is their summary for reade
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 AGENT_NAME = r"^[a-z][a-z0-9-]{0,47}$"
 RUN_ID = r"^agents-[0-9a-f]{32}$"
+AgentRef = Annotated[str, Field(pattern=AGENT_NAME)]
+ToolGlob = Annotated[str, Field(pattern=r"^[a-z0-9_.*?\[\]!-]{1,200}$")]
+
+
+class Strict(BaseModel):
+    """A typo in an agent's definition is a 422 naming the field, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 RunStatus = Literal["running", "waiting_approval", "completed", "stopped", "failed", "cancelled"]
 RUN_DONE: frozenset[str] = frozenset({"completed", "stopped", "failed", "cancelled"})
@@ -32,7 +41,7 @@ EndReason = Literal[
 StepKind = Literal["model", "tool", "handoff", "delegate", "approval", "plan", "workflow"]
 
 
-class Limits(BaseModel):
+class Limits(Strict):
     """Guards of a run; each stop names its reason (``end_reason``)."""
 
     max_steps: int = Field(20, ge=1, le=1000, description="Model calls in one run")
@@ -49,7 +58,7 @@ class Limits(BaseModel):
     approval_timeout: float = Field(86_400.0, gt=0, description="Seconds a pause may last")
 
 
-class Memory(BaseModel):
+class Memory(Strict):
     window: int = Field(
         60, ge=2, le=1000, description="Messages sent to the model at most (the newest)"
     )
@@ -58,33 +67,33 @@ class Memory(BaseModel):
     )
 
 
-class AgentSpec(BaseModel):
+class AgentSpec(Strict):
     """An agent: everything it is, as data (``PUT /v1/agents/{name}``)."""
 
     name: str = Field(..., pattern=AGENT_NAME)
     description: str = Field("", max_length=2000)
     instructions: str = Field("", max_length=100_000, description="The system prompt")
     model: str = Field(..., min_length=1, description="Any model the ai service serves")
-    tools: list[str] = Field(
+    tools: list[ToolGlob] = Field(
         default_factory=list,
         max_length=200,
         description="Globs over the live catalog's <domain>.<op> (rag.*, database.backup.*)",
     )
-    handoffs: list[str] = Field(
+    handoffs: list[AgentRef] = Field(
         default_factory=list, description="Agents this one may hand the conversation to"
     )
-    delegates: list[str] = Field(
+    delegates: list[AgentRef] = Field(
         default_factory=list,
         description="Specialists this one (a supervisor) may give a task to and hear back from",
     )
-    peers: list[str] = Field(
+    peers: list[AgentRef] = Field(
         default_factory=list,
         description="Agents this one may send messages to (ccc.evt.agents.message.<agent>)",
     )
     inbox: bool = Field(
         False, description="Offer read_messages: the messages other agents sent to this one"
     )
-    approval: list[str] = Field(
+    approval: list[ToolGlob] = Field(
         default_factory=list,
         description="More globs of tools that need a human's approval (beside the service's)",
     )
