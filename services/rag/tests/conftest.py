@@ -11,7 +11,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,11 @@ async def model() -> AsyncIterator[ScriptedModel]:
         yield app
 
 
-@pytest.fixture(scope="session")
+# Services run per test module, not per session: an ai instance with this test's provider
+# must not stay on the shared bus and answer other directories' tests.
+
+
+@pytest.fixture(scope="module")
 async def ai(nats_url: str, model: ScriptedModel) -> AsyncIterator[Service]:
     """The real ai service: local all-MiniLM-L6-v2 (ONNX) for embeddings."""
     config = AIConfig.model_validate(
@@ -91,13 +95,19 @@ async def ai(nats_url: str, model: ScriptedModel) -> AsyncIterator[Service]:
 
 
 @pytest.fixture(scope="session")
-async def rag(nats_url: str, ai: Service) -> AsyncIterator[Service]:
+def rag_data() -> Iterator[Path]:
+    """One data dir for the session: the KV records of collections outlive a module."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with running(rag_service, nats_url, data_dir=Path(tmp), chat_model=CHAT_MODEL):
-            yield rag_service
+        yield Path(tmp)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+async def rag(nats_url: str, ai: Service, rag_data: Path) -> AsyncIterator[Service]:
+    async with running(rag_service, nats_url, data_dir=rag_data, chat_model=CHAT_MODEL):
+        yield rag_service
+
+
+@pytest.fixture(scope="module")
 def bus(rag: Service) -> Bus:
     return Bus(rag.nc, 60.0)
 
