@@ -151,7 +151,7 @@ async def test_a_supervisor_delegates_to_a_specialist(
     assert delegate["tool"]["result"]["output"] == "HI"
     child = await api.get(child_id)
     assert child["run"]["parent"] == view["run"]["id"]
-    assert child["run"]["root_agent"] == "echo-spec"
+    assert child["run"]["root_agent"] == "echo-spec" and child["run"]["depth"] == 1
     assert model.requests[spec_model][0]["messages"][-1]["content"] == "echo hi"
 
 
@@ -410,3 +410,20 @@ async def test_a_bad_agent_definition_is_a_422_naming_the_field(agents: Service)
     assert view["run"]["status"] == "failed" and "never-defined" in view["run"]["detail"]
     op = await agents.bus.call("agents.operation.get", {"id": run_id})
     assert op["error"]["status"] == 404
+
+
+async def test_delegation_nests_only_so_deep(agents: Service, model: Any) -> None:
+    api = Api(agents.bus)
+    name = unique("matryoshka")
+    fn = f"delegate_to_{name.replace('-', '_')}"
+    m = model.script(
+        [{"tool_calls": [{"name": fn, "arguments": {"task": "deeper"}}]}, {"content": "done"}]
+    )
+    await api.put(name, model=m, delegates=[name])
+    view = await api.done(await api.start(name, "go deep"), timeout=30)
+    depth = 0
+    while view["steps"][1]["kind"] == "delegate":
+        view = await api.get(view["steps"][1]["data"]["child"])
+        depth += 1
+    assert depth == 4 == view["run"]["depth"]
+    assert view["steps"][1]["tool"]["status"] == "refused"

@@ -147,6 +147,7 @@ class RunStart(BaseModel):
     )
     thread: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     parent: str | None = Field(None, pattern=RUN_ID, description="Set by a delegating run")
+    depth: int = Field(0, ge=0, le=16, description="Delegation depth (set by the parent)")
 
 
 class Pending(BaseModel):
@@ -177,6 +178,7 @@ class Run(BaseModel):
     )
     thread: str | None = None
     parent: str | None = None
+    depth: int = 0
     caller: str | None = None
     caller_roles: list[str] | None = None
     steps: int = 0

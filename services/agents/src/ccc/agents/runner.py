@@ -133,6 +133,7 @@ class RunLoop:
                 initial=initial,
                 thread=req.thread,
                 parent=req.parent,
+                depth=req.depth,
                 caller=ctx.caller.key_id,
                 caller_roles=sorted(ctx.caller.roles) if ctx.caller.roles is not None else None,
                 agents=[agent.name],
@@ -716,10 +717,22 @@ class RunLoop:
                 error={"status": 403, "detail": f"{self.agent.name} may not delegate via {name}"},
             )
             return
+        if self.run.depth >= self.env.settings.agents_max_depth:
+            detail = f"delegation is nested {self.run.depth} deep already: the limit"
+            await self._tool_result(
+                started, call_id, name, None, arguments, "refused", error={"detail": detail}
+            )
+            return
+        child = {
+            "name": target,
+            "input": str(arguments.get("task") or ""),
+            "parent": self.run.id,
+            "depth": self.run.depth + 1,
+        }
         try:
             op = await self.ctx.call(
                 "agents.run.start",
-                {"name": target, "input": str(arguments.get("task") or ""), "parent": self.run.id},
+                child,
                 headers={subjects.MSG_ID_HEADER: f"{self.run.id}/{call_id}"},
             )
             result = await self.await_child(str(op["id"]))

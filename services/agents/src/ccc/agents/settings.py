@@ -22,5 +22,7 @@ class AgentsSettings(Settings):
     agents_poll_interval: float = 0.25
     """How often a waiting run looks at an approval, an operation or a workflow run."""
     agents_model_timeout: float = 300.0
+    agents_max_depth: int = 4
+    """How deep delegation may nest (a supervisor's specialist's specialist...)."""
     agents_max_result_chars: int = 20_000
     """A tool result longer than this is cut before it is fed to the model."""
