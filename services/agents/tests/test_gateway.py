@@ -82,6 +82,10 @@ async def test_an_operator_key_runs_an_agent_over_http(
         assert r.json()["result"]["end_reason"] == "final_answer"
 
         r = await http.post(f"/v1/agent-runs/{run_id}/approve", headers=operator, json={})
+        assert r.status_code == 422  # an empty body approves nothing
+        r = await http.post(
+            f"/v1/agent-runs/{run_id}/approve", headers=operator, json={"approved": True}
+        )
         assert r.status_code == 409
         assert r.headers["content-type"].startswith("application/problem+json")
         r = await http.get("/v1/agent-runs/agents-nope", headers=reader)

@@ -272,7 +272,7 @@ class RunPage(BaseModel):
 
 class RunApprove(BaseModel):
     run_id: str = Field(..., pattern=RUN_ID)
-    approved: bool = True
+    approved: bool = Field(description="Required: an empty body must not approve anything")
     comment: str = Field("", max_length=2000)
 
 
