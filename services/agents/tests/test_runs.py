@@ -101,7 +101,12 @@ async def test_handoff_to_another_agent(agents: Service, model: Any, agtarget: T
     api = Api(agents.bus)
     m = model.script(
         [
-            {"tool_calls": [{"name": "transfer_to_billing", "arguments": {"reason": "money"}}]},
+            {
+                "tool_calls": [
+                    {"name": "transfer_to_billing", "arguments": {"reason": "money"}},
+                    {"name": "agtarget__echo", "arguments": {"text": "too late"}},
+                ]
+            },
             {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "refund"}}]},
             {"content": "Refund done."},
         ]
@@ -113,9 +118,12 @@ async def test_handoff_to_another_agent(agents: Service, model: Any, agtarget: T
     run = view["run"]
     assert run["status"] == "completed" and run["agent"] == billing
     assert run["agents"] == [triage, billing]
-    assert [s["kind"] for s in view["steps"]] == ["model", "handoff", "model", "tool", "model"]
+    kinds = [s["kind"] for s in view["steps"]]
+    assert kinds == ["model", "handoff", "tool", "model", "tool", "model"]
     assert view["steps"][1]["handoff_to"] == billing
-    assert [s["agent"] for s in view["steps"]] == [triage, triage, billing, billing, billing]
+    # the triage agent's second call of the same message is answered, not made
+    assert view["steps"][2]["tool"]["status"] == "refused"
+    assert [s["agent"] for s in view["steps"]] == [triage, triage] + [billing] * 4
     first, second = model.requests[m][0], model.requests[m][1]
     assert first["messages"][0]["content"] == "You are triage."
     assert {t["function"]["name"] for t in first["tools"]} == {"transfer_to_billing"}

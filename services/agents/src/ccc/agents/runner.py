@@ -201,6 +201,28 @@ class RunLoop:
                 return [c for c in calls if c.get("id") not in answered]
         return []
 
+    def handed_off(self) -> bool:
+        """Did a call of the last assistant message hand the conversation over? The other
+        calls of that message were the previous agent's: they are answered, not made."""
+        messages = self.conversation()
+        last: dict[str, Any] = next(
+            (m for m in reversed(messages) if m.get("role") == "assistant"), {}
+        )
+        ids = {c.get("id") for c in last.get("tool_calls") or []}
+        return any(s.kind == "handoff" and s.tool and s.tool.call_id in ids for s in self.steps)
+
+    async def _skip_after_handoff(self, call: dict[str, Any]) -> None:
+        detail = "not made: the conversation was handed over to another agent"
+        await self._tool_result(
+            now(),
+            str(call["id"]),
+            str(call["function"]["name"]),
+            None,
+            {},
+            "refused",
+            error={"detail": detail},
+        )
+
     def final_answer(self) -> str | None:
         messages = self.conversation()
         last = messages[-1] if messages else {}
@@ -289,7 +311,10 @@ class RunLoop:
             if calls:
                 for call in calls:
                     with self.span("agents.tool", tool=str(call["function"]["name"])):
-                        await self.tool_call(call)
+                        if self.handed_off():
+                            await self._skip_after_handoff(call)
+                        else:
+                            await self.tool_call(call)
                 continue
             answer = self.final_answer()
             if answer is not None and self.steps:
