@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from ccc.common import Conflict, Forbidden, Invalid, NotFound, UnsupportedMediaType, subjects
+from ccc.common import Service as RagService
 from ccc.common.bus import Bus
-from ccc.rag.service import RagService
+from ccc.rag.service import index as opened_index
 
 from .conftest import by_source, ingest
 
@@ -47,8 +48,7 @@ async def test_collection_records_model_and_dimension(bus: Bus) -> None:
 
 
 async def chunks_of(rag: RagService, collection: str) -> int:
-    assert rag.index is not None
-    return await rag.index.count(collection)
+    return await opened_index().count(collection)
 
 
 async def test_unchanged_is_a_no_op_changed_replaces_deleted_leaves(

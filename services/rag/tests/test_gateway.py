@@ -1,4 +1,5 @@
-"""Through the edge: routes appear from discovery; uploads are JSON with base64 content."""
+"""Through the edge: routes appear from discovery; uploads are JSON with base64 content,
+or multipart, which the edge converts to the same JSON."""
 
 from __future__ import annotations
 
@@ -61,8 +62,24 @@ async def test_collections_ingest_search_and_errors_over_http(
         )
         assert r.status_code == 422, r.text
 
+        # A browser-style multipart upload: the edge turns it into the same JSON.
+        r = await http.post(
+            "/v1/rag/collections/edge/ingest",
+            files=[
+                (
+                    "files",
+                    ("tides.md", b"# Tides\n\nHigh tide at the pier is at 14:10.", "text/markdown"),
+                )
+            ],
+        )
+        assert r.status_code == 202, r.text
+        op_id = r.json()["id"]
+        await wait_until(done, timeout=20)
+        r = await http.post("/v1/rag/collections/edge/search", json={"query": "high tide pier"})
+        assert "14:10" in r.json()["hits"][0]["text"]
+
         r = await http.get("/v1/rag/collections/edge")
-        assert r.json()["documents"] == 1 and r.json()["chunks"] == 1
+        assert r.json()["documents"] == 2 and r.json()["chunks"] == 2
         r = await http.delete("/v1/rag/collections/edge")
         assert r.status_code == 200, r.text
         r = await http.get("/v1/rag/collections/edge")

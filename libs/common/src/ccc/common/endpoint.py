@@ -37,6 +37,7 @@ class EndpointSpec:
     operation: bool = False
     resumable: bool = False
     streams: bool = False
+    precheck: Handler | None = None
     description: str = ""
     _response_adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
@@ -154,6 +155,7 @@ def build_spec(
     operation: bool,
     resumable: bool,
     streams: bool = False,
+    precheck: Handler | None = None,
 ) -> EndpointSpec:
     """Read request and response types from the handler's annotations."""
     subjects.check_op(op)
@@ -184,5 +186,6 @@ def build_spec(
         operation=operation,
         resumable=resumable,
         streams=streams,
+        precheck=precheck,
         description=inspect.getdoc(handler) or "",
     )

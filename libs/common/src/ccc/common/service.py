@@ -102,6 +102,7 @@ class Service:
         operation: bool = False,
         resumable: bool = False,
         streams: bool = False,
+        precheck: Handler | None = None,
     ) -> Callable[[Handler], Handler]:
         """Expose ``handler(request, ctx) -> response`` as ``<name>.<op>``.
 
@@ -111,6 +112,9 @@ class Service:
         handler in the background (``ctx.progress`` reports progress).
         ``streams=True`` announces that a request with ``"stream": true`` answers with
         frames to the ``Ccc-Stream-Inbox`` it names; the gateway relays them as SSE.
+        ``precheck(request, ctx)`` runs before an operation is accepted, so what can be
+        refused at once (an unknown collection, an unsupported file) is a 4xx, not a
+        failed operation later.
         """
 
         def register(handler: Handler) -> Handler:
@@ -124,6 +128,7 @@ class Service:
                 operation=operation,
                 resumable=resumable,
                 streams=streams,
+                precheck=precheck,
             )
             if op in self.specs:
                 raise ValueError(f"{self.name}.{op} is declared twice")
@@ -365,6 +370,8 @@ class Service:
             raise Forbidden(f"{self.name}.{spec.op} needs one of the roles {sorted(spec.roles)}")
         request = spec.parse(data, headers)
         try:
+            if spec.precheck is not None:
+                await spec.precheck(request, self._context(headers, caller))
             if spec.operation:
                 record = await self.operations.start(
                     spec,

@@ -1,7 +1,7 @@
 """multipart/form-data at the edge becomes the JSON every endpoint takes.
 
-Form fields stay strings; each file becomes ``{"filename", "content_type",
-"content_base64"}``; a name used more than once becomes a list. The service validates
+Form fields stay strings (a name used more than once becomes a list); files under a
+name always form a list of ``{"filename", "content_type", "content_base64"}``. The service validates
 the result with its pydantic model like any JSON body. The whole message must still fit
 the bus's payload limit, so files above ~700 KB (base64 grows a third) get a 413 that
 says so.
@@ -39,14 +39,16 @@ async def multipart_to_json(scope: Scope, receive: Receive, body: bytes, limit: 
     out: dict[str, Any] = {}
     try:
         for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                item: Any = {
-                    "filename": value.filename,
-                    "content_type": value.content_type,
-                    "content_base64": base64.b64encode(await value.read()).decode(),
-                }
-            else:
-                item = value
+            if isinstance(value, UploadFile):  # files are always a list, even one
+                out.setdefault(name, []).append(
+                    {
+                        "filename": value.filename,
+                        "content_type": value.content_type,
+                        "content_base64": base64.b64encode(await value.read()).decode(),
+                    }
+                )
+                continue
+            item: Any = value
             if name in out:
                 existing = out[name]
                 out[name] = [*existing, item] if isinstance(existing, list) else [existing, item]

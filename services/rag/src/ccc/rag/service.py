@@ -9,10 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from opentelemetry import trace
-
-from ccc.common import Caller, Conflict, Context, NotFound, Service, Unavailable
-from ccc.common.endpoint import EndpointSpec
+from ccc.common import Conflict, Context, NotFound, Service, Unavailable
 
 from . import ingest as ingestion
 from . import search as retrieval
@@ -43,33 +40,7 @@ from .settings import RagSettings
 log = logging.getLogger(__name__)
 
 
-class RagService(Service):
-    """Checks an ingest before answering 202: an unknown collection is a 404 and an
-    unsupported file a 415 at once, not a failed operation later. (The runtime has no
-    pre-flight hook for operations yet, so this wraps its ``_execute``; a caller without
-    the role still gets the runtime's 403 first.)"""
-
-    index: VectorIndex | None = None
-
-    async def _execute(
-        self,
-        spec: EndpointSpec,
-        data: bytes,
-        headers: dict[str, str] | None,
-        span: trace.Span,
-        *,
-        correlation_id: str | None = None,
-    ) -> tuple[bytes, int]:
-        if spec.op == "ingest" and Caller.from_headers(headers).may(spec.roles):
-            request = spec.parse(data, headers)
-            assert isinstance(request, IngestRequest)
-            await store.load_collection(self.state, request.collection)
-            for f in request.files:
-                media_type_of(f.filename, f.content_type, f.content()[:64])
-        return await super()._execute(spec, data, headers, span, correlation_id=correlation_id)
-
-
-service = RagService(
+service = Service(
     "rag",
     description="Retrieval-augmented generation: crawling and ingestion, hybrid search on "
     "Qdrant (dense + BM25, RRF), answers with citations",
@@ -82,10 +53,16 @@ def settings() -> RagSettings:
     return current if isinstance(current, RagSettings) else RagSettings()
 
 
+class _Opened:
+    """The vector index this process opened at start (one per process)."""
+
+    index: VectorIndex | None = None
+
+
 def index() -> VectorIndex:
-    if service.index is None:
+    if _Opened.index is None:
         raise Unavailable("the rag service is starting")
-    return service.index
+    return _Opened.index
 
 
 @service.on_startup
@@ -93,15 +70,15 @@ async def _open_index(svc: Service) -> None:
     s = settings()
     if s.qdrant_url:
         key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
-        service.index = ClientIndex(s.qdrant_url, key)
+        _Opened.index = ClientIndex(s.qdrant_url, key)
     else:
-        service.index = EdgeIndex(s.data_dir / "rag")
-    log.info("rag index: %s", service.index.engine)
+        _Opened.index = EdgeIndex(s.data_dir / "rag")
+    log.info("rag index: %s", _Opened.index.engine)
 
 
 @service.on_shutdown
 async def _close_index(svc: Service) -> None:
-    idx, service.index = service.index, None
+    idx, _Opened.index = _Opened.index, None
     if idx is not None:
         await idx.close()
 
@@ -178,11 +155,20 @@ async def delete_collection(req: CollectionRef, ctx: Context) -> Deleted:
 # -- documents ---------------------------------------------------------------------------
 
 
+async def check_ingest(request: IngestRequest, ctx: Context) -> None:
+    """Refuse at once what would fail anyway: an unknown collection (404), a file of an
+    unsupported type (415)."""
+    await store.load_collection(ctx.state, request.collection)
+    for f in request.files:
+        media_type_of(f.filename, f.content_type, f.content()[:64])
+
+
 @service.endpoint(
     "ingest",
     http="POST /v1/rag/collections/{collection}/ingest",
     roles=("operator",),
     operation=True,
+    precheck=check_ingest,
     resumable=True,
     timeout=3600.0,
 )
