@@ -435,3 +435,30 @@ async def test_delegation_nests_only_so_deep(agents: Service, model: Any) -> Non
         depth += 1
     assert depth == 4 == view["run"]["depth"]
     assert view["steps"][1]["tool"]["status"] == "refused"
+
+
+async def test_a_durable_command_starts_a_run_once_and_reports_its_end(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script([{"content": "by command"}])
+    name = unique("commanded")
+    await api.put(name, model=m)
+    results: list[dict[str, Any]] = []
+
+    async def on_result(msg: Any) -> None:
+        results.append(json.loads(msg.data))
+
+    sub = await agents.nc.subscribe("ccc.evt.agents.run.start.completed", cb=on_result)
+    try:
+        for _ in range(2):  # the same message id twice: one run
+            await agents.bus.publish_durable(
+                "ccc.cmd.agents.run.start", {"name": name, "input": "hi"}, msg_id=f"{name}-1"
+            )
+        await wait_until(lambda: any(r["correlation_id"] == f"{name}-1" for r in results))
+    finally:
+        await sub.unsubscribe()
+    result = next(r for r in results if r["correlation_id"] == f"{name}-1")
+    assert result["result"]["end_reason"] == "final_answer"
+    assert result["result"]["output"] == "by command"
+    assert len(model.requests[m]) == 1
