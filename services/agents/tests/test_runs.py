@@ -462,3 +462,24 @@ async def test_a_durable_command_starts_a_run_once_and_reports_its_end(
     assert result["result"]["end_reason"] == "final_answer"
     assert result["result"]["output"] == "by command"
     assert len(model.requests[m]) == 1
+
+
+async def test_call_ids_a_model_repeats_are_made_unique(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script(
+        [
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "a"}, "id": "c0"}]},
+            {"tool_calls": [{"name": "agtarget__echo", "arguments": {"text": "b"}, "id": "c0"}]},
+            {"content": "ok"},
+        ]
+    )
+    name = unique("dupes")
+    await api.put(name, model=m, tools=["agtarget.echo"])
+    run_id = await api.start(name, "twice")
+    view = await api.done(run_id)
+    calls = tool_messages(view)
+    assert [c["status"] for c in calls] == ["ok", "ok"]
+    assert calls[0]["call_id"] == "c0" and calls[1]["call_id"] != "c0"
+    assert agtarget.keys[-2:] == [f"{run_id}/c0", f"{run_id}/{calls[1]['call_id']}"]

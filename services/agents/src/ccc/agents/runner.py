@@ -292,6 +292,15 @@ class RunLoop:
         except CCCError as exc:
             await self.finish("failed", "error", f"{exc.status} {exc.detail}")
             raise
+        except LostOperation:
+            raise  # cancelled, or another instance runs it now: not ours to write
+        except Exception as exc:
+            log.exception("run %s failed", self.run.id)
+            trace_id = tracing.current_trace_id()
+            await self.finish(
+                "failed", "error", f"unexpected {type(exc).__name__} (trace {trace_id})"
+            )
+            raise
         raise RuntimeError("a run ended without a reason")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -497,12 +506,20 @@ class RunLoop:
         choices = answer.get("choices") or [{}]
         raw = choices[0].get("message") or {}
         message: dict[str, Any] = {"role": "assistant", "content": raw.get("content")}
+        # call ids name idempotency keys and approvals: unique within the run, whatever
+        # the model (some local servers number them from 0 at every turn)
+        used = {c.get("id") for m in self.conversation() for c in m.get("tool_calls") or []}
+        n = len(self.steps) + 1
         calls = []
         for i, call in enumerate(raw.get("tool_calls") or []):
             fn = call.get("function") or {}
+            call_id = str(call.get("id") or f"call_{n}_{i}")
+            if call_id in used:
+                call_id = f"{call_id}_{n}_{i}"
+            used.add(call_id)
             calls.append(
                 {
-                    "id": call.get("id") or f"call_{len(self.steps) + 1}_{i}",
+                    "id": call_id,
                     "type": "function",
                     "function": {
                         "name": str(fn.get("name", "")),
@@ -541,11 +558,13 @@ class RunLoop:
                 "repeated_tool_call",
                 f"{name} was called {seen} times with the same arguments {arguments}",
             )
-        if name.startswith(HANDOFF):
-            await self._handoff(started, call_id, name, arguments)
+        handoffs = {builtin_name(HANDOFF, a): a for a in self.agent.handoffs}
+        if name in handoffs:
+            await self._handoff(started, call_id, name, handoffs[name], arguments)
             return
-        if name.startswith(DELEGATE):
-            await self._delegate(started, call_id, name, arguments)
+        delegates = {builtin_name(DELEGATE, a): a for a in self.agent.delegates}
+        if name in delegates:
+            await self._delegate(started, call_id, name, delegates[name], arguments)
             return
         if any(f["function"]["name"] == name for f in messaging.functions(self)):
             await self._message(started, call_id, name, arguments)
@@ -690,16 +709,10 @@ class RunLoop:
 
     # -- handoff and delegation -----------------------------------------------------------
 
-    def _agent_for(self, prefix: str, name: str, allowed: list[str]) -> str | None:
-        return next((a for a in allowed if builtin_name(prefix, a) == name), None)
-
     async def _handoff(
-        self, started: float, call_id: str, name: str, arguments: dict[str, Any]
+        self, started: float, call_id: str, name: str, target: str, arguments: dict[str, Any]
     ) -> None:
-        target = self._agent_for(HANDOFF, name, self.agent.handoffs)
         try:
-            if target is None:
-                raise NotFound(f"{self.agent.name} may not hand off through {name}")
             nxt = await load_agent(self.state, target)
         except NotFound as exc:
             await self._tool_result(
@@ -725,23 +738,11 @@ class RunLoop:
         await self._save()
 
     async def _delegate(
-        self, started: float, call_id: str, name: str, arguments: dict[str, Any]
+        self, started: float, call_id: str, name: str, target: str, arguments: dict[str, Any]
     ) -> None:
         """Start the specialist's own run over the bus (as the same caller) and wait for
         it; the child's operation id derives from ``<run>/<call>``, so a resumed parent
         finds the child it had started instead of starting another."""
-        target = self._agent_for(DELEGATE, name, self.agent.delegates)
-        if target is None:
-            await self._tool_result(
-                started,
-                call_id,
-                name,
-                None,
-                arguments,
-                "refused",
-                error={"status": 403, "detail": f"{self.agent.name} may not delegate via {name}"},
-            )
-            return
         if self.run.depth >= self.env.settings.agents_max_depth:
             detail = f"delegation is nested {self.run.depth} deep already: the limit"
             await self._tool_result(
