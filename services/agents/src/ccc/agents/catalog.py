@@ -109,9 +109,12 @@ class Catalog:
                 if op in HIDDEN_OPS:
                     continue
                 target = f"{svc.name}.{op}"
+                name = tool_name(target)
+                if not NAME_OK.match(name) or any(t.name == name for t in out.values()):
+                    continue  # cannot be offered under a valid, unambiguous name
                 roles = frozenset(r for r in meta.get("roles", "").split(",") if r)
                 out[target] = Tool(
-                    name=tool_name(target),
+                    name=name,
                     target=target,
                     description=_description(target, meta),
                     roles=roles,
