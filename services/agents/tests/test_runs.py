@@ -212,6 +212,8 @@ async def test_approval_pauses_and_resumes(agents: Service, model: Any, agtarget
     assert pending["target"] == "agtarget.table.drop"
     assert pending["arguments"] == {"table": "logs"}
     assert "logs" not in agtarget.dropped
+    # editing the agent now does not change the run half-way: it keeps version 1
+    await api.put(name, model=m, tools=["agtarget.echo"])
     await agents.bus.call("agents.run.approve", {"run_id": run_id, "approved": True})
 
     async def asks_about_users() -> bool:
@@ -228,6 +230,8 @@ async def test_approval_pauses_and_resumes(agents: Service, model: Any, agtarget
     tools = tool_messages(view)
     assert [t["status"] for t in tools] == ["ok", "rejected"]
     assert "not users" in tools[1]["error"]["detail"]
+    assert view["run"]["versions"] == {name: 1}
+    assert "agtarget__table__drop" in view["steps"][-1]["tools_offered"]
     decisions = [s["decision"] for s in view["steps"] if s["kind"] == "approval"]
     assert [d["approved"] for d in decisions] == [True, False]
 

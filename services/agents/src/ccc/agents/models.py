@@ -186,6 +186,9 @@ class Run(BaseModel):
     tokens: int = 0
     cost_usd: float = 0.0
     agents: list[str] = Field(default_factory=list, description="Every agent that spoke")
+    versions: dict[str, int] = Field(
+        default_factory=dict, description="The version of each agent this run uses (kept)"
+    )
     pending: Pending | None = None
     plan: dict[str, Any] | None = None
     workflow_run: str | None = None

@@ -38,8 +38,8 @@ from .models import (
 )
 from .settings import AgentsSettings
 from .store import (
+    agent_of_run,
     approval_key,
-    load_agent,
     load_steps,
     run_key,
     step_key,
@@ -115,7 +115,7 @@ class RunLoop:
         state = ctx.state
         entry = await state.entry(run_key(run_id))
         if entry is None:
-            agent = await load_agent(state, req.name)
+            agent = await agent_of_run(state, run_id, req.name)
             initial: list[dict[str, Any]] = []
             if req.thread and agent.memory.thread:
                 kept = await state.get(thread_key(agent.name, req.thread))
@@ -137,6 +137,7 @@ class RunLoop:
                 caller=ctx.caller.key_id,
                 caller_roles=sorted(ctx.caller.roles) if ctx.caller.roles is not None else None,
                 agents=[agent.name],
+                versions={agent.name: agent.version},
                 traceparent=trace_headers.get("traceparent"),
                 created_at=t,
                 updated_at=t,
@@ -150,7 +151,7 @@ class RunLoop:
         for step in steps:
             if step.handoff_to:
                 agent_name = step.handoff_to
-        loop = cls(env, ctx, run, steps, await load_agent(state, agent_name))
+        loop = cls(env, ctx, run, steps, await agent_of_run(state, run_id, agent_name))
         if run.status not in RUN_DONE:
             loop.run = run.model_copy(update={"attempts": run.attempts + 1, "agent": agent_name})
             loop._recount()
@@ -713,7 +714,7 @@ class RunLoop:
         self, started: float, call_id: str, name: str, target: str, arguments: dict[str, Any]
     ) -> None:
         try:
-            nxt = await load_agent(self.state, target)
+            nxt = await agent_of_run(self.state, self.run.id, target)
         except NotFound as exc:
             await self._tool_result(
                 started, call_id, name, None, arguments, "refused", error=exc.problem()
@@ -735,6 +736,7 @@ class RunLoop:
         self.run.agent = nxt.name
         if nxt.name not in self.run.agents:
             self.run.agents.append(nxt.name)
+        self.run.versions[nxt.name] = nxt.version
         await self._save()
 
     async def _delegate(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ccc.common import NotFound
+from ccc.common import Conflict, NotFound
 from ccc.common.state import StateStore
 
 from .models import AgentRecord, Run, Step
@@ -25,6 +25,24 @@ def run_key(run_id: str) -> str:
 
 def step_key(run_id: str, n: int) -> str:
     return f"step.{run_id}.{n:06d}"
+
+
+def snapshot_key(run_id: str, agent: str) -> str:
+    return f"runagent.{run_id}.{agent}"
+
+
+async def agent_of_run(state: StateStore, run_id: str, name: str) -> AgentRecord:
+    """The agent as this run first used it: a definition edited while the run goes on
+    does not change it half-way (nor after a resume)."""
+    kept = await state.get_model(snapshot_key(run_id, name), AgentRecord)
+    if kept is not None:
+        return kept
+    record = await load_agent(state, name)
+    try:
+        await state.create(snapshot_key(run_id, name), record)
+    except Conflict:
+        return await agent_of_run(state, run_id, name)
+    return record
 
 
 def approval_key(run_id: str, call_id: str) -> str:
