@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from ccc.common import Context, Invalid, Service
+from ccc.agents import janitor
+from ccc.common import Context, Invalid, NotFound, Service
 from ccc.common.testing import running, wait_until
 
 from .conftest import Api, EchoRequest, Target, caller, unique
@@ -487,3 +489,16 @@ async def test_call_ids_a_model_repeats_are_made_unique(
     assert [c["status"] for c in calls] == ["ok", "ok"]
     assert calls[0]["call_id"] == "c0" and calls[1]["call_id"] != "c0"
     assert agtarget.keys[-2:] == [f"{run_id}/c0", f"{run_id}/{calls[1]['call_id']}"]
+
+
+async def test_finished_runs_leave_after_their_retention(agents: Service, model: Any) -> None:
+    api = Api(agents.bus)
+    m = model.script([{"content": "short-lived"}])
+    name = unique("ephemeral")
+    await api.put(name, model=m)
+    run_id = await api.start(name, "hi")
+    await api.done(run_id)
+    assert await janitor.sweep(agents.state, time.time() + 1) >= 1
+    with pytest.raises(NotFound):
+        await api.get(run_id)
+    assert await agents.state.keys(f"step.{run_id}.") == []

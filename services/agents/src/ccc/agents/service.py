@@ -8,11 +8,13 @@ the handler, which goes on from the run's last completed step (``runner``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from ccc.common import Caller, Conflict, Context, Forbidden, NotFound, Service
 from ccc.common import roles as role_rules
 
+from . import janitor
 from .catalog import Catalog
 from .models import (
     RUN_DONE,
@@ -65,6 +67,7 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
         settings=settings or AgentsSettings(),
     )
     envs: dict[str, Env] = {}
+    tasks: list[asyncio.Task[None]] = []
 
     def env() -> Env:
         found = envs.get("env")
@@ -78,6 +81,16 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
     async def start(svc: Service) -> None:
         cfg = svc.settings if isinstance(svc.settings, AgentsSettings) else AgentsSettings()
         envs["env"] = Env(settings=cfg, catalog=Catalog(svc.nc, ttl=cfg.agents_catalog_ttl))
+        if cfg.agents_run_retention_days > 0:
+            tasks.append(
+                asyncio.create_task(janitor.forever(svc.state, cfg.agents_run_retention_days))
+            )
+
+    @service.on_shutdown
+    async def stop(svc: Service) -> None:
+        for task in tasks:
+            task.cancel()
+        tasks.clear()
 
     # -- agents ---------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ class AgentsSettings(Settings):
     agents_poll_interval: float = 0.25
     """How often a waiting run looks at an approval, an operation or a workflow run."""
     agents_model_timeout: float = 300.0
+    agents_run_retention_days: float = 30.0
+    """Finished runs (and their steps) are deleted after this many days; 0 keeps them."""
     agents_max_depth: int = 4
     """How deep delegation may nest (a supervisor's specialist's specialist...)."""
     agents_max_result_chars: int = 20_000
