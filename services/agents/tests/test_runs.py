@@ -491,6 +491,20 @@ async def test_call_ids_a_model_repeats_are_made_unique(
     assert agtarget.keys[-2:] == [f"{run_id}/c0", f"{run_id}/{calls[1]['call_id']}"]
 
 
+async def test_an_unanswered_approval_ends_the_run_when_its_time_is_up(
+    agents: Service, model: Any, agtarget: Target
+) -> None:
+    api = Api(agents.bus)
+    m = model.script(
+        [{"tool_calls": [{"name": "agtarget__table__drop", "arguments": {"table": "late"}}]}]
+    )
+    name = unique("impatient")
+    await api.put(name, model=m, tools=["agtarget.*"], limits={"approval_timeout": 0.3})
+    view = await api.done(await api.start(name, "drop late"))
+    assert (view["run"]["status"], view["run"]["end_reason"]) == ("stopped", "approval_timeout")
+    assert view["run"]["pending"] is None and "late" not in agtarget.dropped
+
+
 async def test_finished_runs_leave_after_their_retention(agents: Service, model: Any) -> None:
     api = Api(agents.bus)
     m = model.script([{"content": "short-lived"}])

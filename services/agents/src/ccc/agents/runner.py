@@ -855,6 +855,7 @@ class RunLoop:
             {"run_id": self.run.id, "tool": pending.tool, "target": pending.target},
         )
         deadline = pending.requested_at + self.agent.limits.approval_timeout
+        pause = self.env.settings.agents_poll_interval
         while True:
             decision = await self.state.get(key)
             if isinstance(decision, dict):
@@ -865,7 +866,9 @@ class RunLoop:
                     "approval_timeout",
                     f"nobody decided on {pending.target or pending.tool} in time",
                 )
-            await asyncio.sleep(self.env.settings.agents_poll_interval)
+            await asyncio.sleep(pause)
+            # a long wait looks less often: many paused runs must not load the bucket
+            pause = min(2.0, pause * 1.25)
         self.run.status = "running"
         self.run.pending = None
         await self._save()
