@@ -116,3 +116,21 @@ async def test_restart_resumes_or_fails_unfinished_operations(nats_url, service_
     await nc.close()
     assert a["attempts"] == 2 and a["result"] == {"steps_done": 20}
     assert "interrupted" in b["error"]["detail"]
+
+
+async def test_a_reader_sees_only_its_own_operations(nats_url, admin, service_name):
+    from fleet_http import client_with_role
+
+    async with running(build(service_name), nats_url):
+        await refresh_catalog()
+        operator = await client_with_role(admin, "operator")
+        reader = await client_with_role(admin, "reader")
+        async with operator, reader:
+            r = await operator.post(f"/v1/orchestrate/{service_name}/job", json={"steps": 1})
+            op_id = r.json()["id"]
+            assert (await operator.get(f"/v1/operations/{op_id}")).status_code == 200
+            assert (await admin.get(f"/v1/operations/{op_id}")).status_code == 200
+            r = await reader.get(f"/v1/operations/{op_id}")
+            assert r.status_code == 404, "a reader may not read another key's request and result"
+            listed = await reader.get("/v1/operations", params={"domain": service_name})
+            assert listed.json()["operations"] == []

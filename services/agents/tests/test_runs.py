@@ -417,13 +417,10 @@ async def test_a_bad_agent_definition_is_a_422_naming_the_field(agents: Service)
         with pytest.raises(Invalid) as caught:
             await api.put(unique("bad"), **spec)
         assert field in caught.value.detail
-    # the 202 comes before the handler runs (the runtime has no pre-check for
-    # operations), so an unknown agent fails the operation and the run with a 404
-    run_id = await api.start("never-defined", "hello")
-    view = await api.done(run_id)
-    assert view["run"]["status"] == "failed" and "never-defined" in view["run"]["detail"]
-    op = await agents.bus.call("agents.operation.get", {"id": run_id})
-    assert op["error"]["status"] == 404
+    # an unknown agent is refused before any run or operation exists
+    with pytest.raises(NotFound) as missing:
+        await api.start("never-defined", "hello")
+    assert "never-defined" in missing.value.detail
 
 
 async def test_delegation_nests_only_so_deep(agents: Service, model: Any) -> None:

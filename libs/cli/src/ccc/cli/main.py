@@ -50,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
     wsub = w.add_subparsers(dest="workflows_command", required=True)
     wsub.add_parser("watch", help="a live progress bar of a run").add_argument("run_id")
 
+    a = sub.add_parser("agents", help="agent runs")
+    asub = a.add_subparsers(dest="agents_command", required=True)
+    asub.add_parser("show", help="a run's steps: messages, tool calls, tokens").add_argument(
+        "run_id"
+    )
+
     k = sub.add_parser("keys", help="API keys (through the gateway, as admin)")
     k.add_argument("--gateway", default=gateway_default)
     ksub = k.add_subparsers(dest="keys_command", required=True)
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
             code = buscommands.run(buscommands.watch(args.operation_id))
         case "workflows":
             code = _workflows_watch(args.run_id)
+        case "agents":
+            code = _agents_show(args.run_id)
         case "keys":
             if args.keys_command == "create":
                 code = keys.create(args.gateway, args.name, args.role, args.rate)
@@ -113,6 +121,23 @@ def _workflows_watch(run_id: str) -> int:
     except KeyboardInterrupt:
         return 130
     return 0 if status == "succeeded" else 1
+
+
+def _agents_show(run_id: str) -> int:
+    """Drawn by the agents package; imported only here, like workflows."""
+    try:
+        from ccc.agents.show import show
+    except ImportError:
+        print("ccc agents needs the ccc-agents package (uv sync --all-packages)")
+        return 2
+    from ccc.common.errors import CCCError
+
+    try:
+        status = show(run_id)
+    except CCCError as exc:
+        print(f"{exc.status} {exc.detail}")
+        return 1
+    return 0 if status == "completed" else 1
 
 
 if __name__ == "__main__":

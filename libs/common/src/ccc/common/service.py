@@ -35,6 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import eager, subjects, tracing
+from . import roles as role_rules
 from .bus import Bus, connect, ensure_streams
 from .context import Caller, Context, ProgressSink
 from .contracts.operations import Operation, OperationGet, OperationList, OperationPage
@@ -149,16 +150,30 @@ class Service:
         """Every service answers for its own operations; the gateway routes
         ``/v1/operations/{id}`` here by the domain prefix of the id."""
 
+        def visible(record: Operation, caller: Caller) -> bool:
+            """A record holds its request and result: a reader sees only its own key's;
+            operators, admins and trusted bus peers see all."""
+            if caller.roles is None or role_rules.allowed(caller.roles, {"operator"}):
+                return True
+            return record.caller is not None and record.caller == caller.key_id
+
         async def operation_get(req: OperationGet, ctx: Context) -> Operation:
             """Read an operation record."""
-            return await self.operations.get(req.id)
+            record = await self.operations.get(req.id)
+            if not visible(record, ctx.caller):
+                raise NotFound(f"operation {req.id!r} does not exist")
+            return record
 
         async def operation_list(req: OperationList, ctx: Context) -> OperationPage:
             """List this service's operations, newest first."""
-            return OperationPage(operations=await self.operations.list(req.status, req.limit))
+            records = await self.operations.list(req.status, 10_000)
+            mine = [r for r in records if visible(r, ctx.caller)]
+            return OperationPage(operations=mine[: req.limit])
 
         async def operation_cancel(req: OperationGet, ctx: Context) -> Operation:
             """Cancel a running operation."""
+            if not visible(await self.operations.get(req.id), ctx.caller):
+                raise NotFound(f"operation {req.id!r} does not exist")
             return await self.operations.cancel(req.id)
 
         self.endpoint("operation.get", http="", roles=("reader",))(operation_get)

@@ -162,12 +162,17 @@ def create_service(settings: AgentsSettings | None = None) -> Service:
 
     # -- runs -----------------------------------------------------------------------------
 
+    async def agent_exists(req: RunStart, ctx: Context) -> None:
+        """An unknown agent is a 404 at once, not a run that fails after its 202."""
+        await load_agent(ctx.state, req.name)
+
     @service.endpoint(
         "run.start",
         http="POST /v1/agents/{name}/runs",
         roles=("operator",),
         operation=True,
         resumable=True,
+        precheck=agent_exists,
     )
     async def start_run(req: RunStart, ctx: Context) -> RunResult:
         """Run an agent on an input: 202 with the operation at once; its id is the run's id
