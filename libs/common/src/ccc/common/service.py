@@ -296,7 +296,13 @@ class Service:
             loop.add_signal_handler(sig, done.set)
         await done.wait()
         log.info("signal received: draining %s", self.name)
-        await self.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal: leave at once
+            loop.add_signal_handler(sig, lambda: os._exit(1))
+        try:
+            # Bounded: with the bus gone for good, a drain would wait for ever.
+            await asyncio.wait_for(self.stop(), self.settings.drain_timeout + 5)
+        except TimeoutError:
+            log.error("drain of %s did not finish in time; exiting anyway", self.name)
 
     # -- serving requests ------------------------------------------------------------
 
