@@ -12,6 +12,7 @@ import sys
 from pydantic import BaseModel, Field
 
 from ccc.common import (
+    Binary,
     Context,
     Invalid,
     NotFound,
@@ -121,6 +122,11 @@ def build(name: str) -> Service:
     async def busy(req: SleepIn, ctx: Context) -> dict:
         """Always rate limited, asking to come back in ``seconds``."""
         raise RateLimited("too busy", retry_after=req.seconds)
+
+    @service.endpoint("wave", roles=("reader",))
+    async def wave(req: TickIn, ctx: Context) -> Binary:
+        """A non-JSON answer: raw bytes with their media type."""
+        return Binary(data=b"RIFF" + bytes(range(req.ticks)), content_type="audio/wav")
 
     @service.endpoint("huge", roles=("reader",))
     async def huge(req: SleepIn, ctx: Context) -> dict:

@@ -254,6 +254,10 @@ async def test_review_regressions(nats_url, admin, service_name):
         # an answer too large for the bus is a prompt 500 problem, not a 504 after 10 s
         r = await admin.post(f"{base}/huge", json={"seconds": 0})
         assert r.status_code == 500 and "payload limit" in r.json()["detail"]
+        # a binary answer keeps its bytes and media type through the edge
+        r = await admin.post(f"{base}/wave", json={"ticks": 5})
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+        assert r.content == b"RIFF\x00\x01\x02\x03\x04"
         # a service's 429 keeps its Retry-After at the edge
         r = await admin.post(f"{base}/busy", json={"seconds": 2.5})
         assert r.status_code == 429 and r.headers["retry-after"] == "3"

@@ -1,6 +1,7 @@
 """CCC common runtime: what every service and the gateway share, and nothing domain-specific."""
 
 from . import tracing
+from .binary import Binary
 from .bus import Bus
 from .context import Caller, Context
 from .errors import (
@@ -23,6 +24,7 @@ from .settings import Settings
 
 __all__ = [
     "BadRequest",
+    "Binary",
     "Bus",
     "CCCError",
     "Caller",

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import subjects
+from .binary import Binary
 from .errors import BadRequest, Invalid
 from .roles import ROLES
 
@@ -63,7 +64,9 @@ class EndpointSpec:
             meta["http"] = f"{self.http_method} {self.http_path}"
         if self.streams:
             meta["stream"] = "sse"
-        if self.response_type is not None and not self.operation:
+        if self.response_type is Binary:
+            meta["response_content"] = "binary"
+        elif self.response_type is not None and not self.operation:
             meta["response_schema"] = json.dumps(self.response_adapter.json_schema())
         return meta
 

@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import eager, subjects, tracing
 from . import roles as role_rules
+from .binary import Binary
 from .bus import Bus, connect, ensure_streams
 from .context import Caller, Context, ProgressSink
 from .contracts.operations import Operation, OperationGet, OperationList, OperationPage
@@ -331,8 +332,10 @@ class Service:
         metrics = self._metrics[spec.op]
         with tracing.server_span(spec.subject, headers) as span:
             try:
-                body, status = await self._execute(spec, msg.data, headers, span)
+                body, status, content_type = await self._execute(spec, msg.data, headers, span)
                 reply_headers = {subjects.STATUS_HEADER: str(status)} if status != 200 else None
+                if content_type is not None:
+                    reply_headers = {**(reply_headers or {}), "Content-Type": content_type}
             except CCCError as exc:
                 status = exc.status
                 body, reply_headers = exc.problem_bytes(), exc.headers()
@@ -384,8 +387,9 @@ class Service:
         span: trace.Span,
         *,
         correlation_id: str | None = None,
-    ) -> tuple[bytes, int]:
-        """Decode, authorise, run; every failure leaves as a typed error."""
+    ) -> tuple[bytes, int, str | None]:
+        """Decode, authorise, run; every failure leaves as a typed error. Returns the
+        body, the status and, for a ``Binary`` answer, its media type."""
         caller = Caller.from_headers(headers)
         if not caller.may(spec.roles):
             raise Forbidden(f"{self.name}.{spec.op} needs one of the roles {sorted(spec.roles)}")
@@ -401,10 +405,12 @@ class Service:
                     idempotency_key=(headers or {}).get(subjects.MSG_ID_HEADER),
                     correlation_id=correlation_id,
                 )
-                return record.model_dump_json().encode(), 202
+                return record.model_dump_json().encode(), 202, None
             ctx = self._context(headers, caller)
             result = await spec.handler(request, ctx)
-            return spec.dump(result), 200
+            if isinstance(result, Binary):
+                return result.data, 200, result.content_type
+            return spec.dump(result), 200, None
         except CCCError:
             raise
         except asyncio.CancelledError:
@@ -466,7 +472,7 @@ class Service:
                     raise NotFound(f"{self.name} has no endpoint {op!r}")
                 try:
                     async with asyncio.timeout(spec.timeout):
-                        body, status = await self._execute(
+                        body, status, _ = await self._execute(
                             spec, msg.data, headers, span, correlation_id=correlation_id
                         )
                 except TimeoutError as exc:

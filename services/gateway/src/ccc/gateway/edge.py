@@ -231,7 +231,7 @@ class Edge:
                 extra.extend(_retry_after(msg.data))
         else:
             status = int(reply_headers.get(subjects.STATUS_HEADER, 200))
-            content_type = "application/json"
+            content_type = reply_headers.get("Content-Type", "application/json")
         if status == 202:
             extra.append((b"location", f"/v1/operations/{_operation_id(msg.data)}".encode()))
         await respond(send, status, msg.data, content_type, extra)
