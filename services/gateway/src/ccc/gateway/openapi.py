@@ -78,6 +78,13 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
             "description": "Accepted: an operation record; poll /v1/operations/{id}",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Operation"}}},
         }
+    elif route.binary:
+        op["responses"]["200"] = {
+            "description": "OK: raw bytes; Content-Type says which media type",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
     else:
         response = route.response_schema or {}
         op["responses"]["200"] = {

@@ -44,6 +44,7 @@ class Route:
     kind: str
     description: str = ""
     streams: bool = False
+    binary: bool = False
     request_schema: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     response_schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     pattern: re.Pattern[str] | None = field(default=None, compare=False, hash=False)
@@ -92,6 +93,7 @@ def routes_of(service: ServiceSummary) -> list[Route]:
                 kind=meta.get("kind", "request"),
                 description=meta.get("description", ""),
                 streams=meta.get("stream") == "sse",
+                binary=meta.get("response_content") == "binary",
                 request_schema=request_schema,
                 response_schema=response_schema,
                 pattern=_compile(path),
