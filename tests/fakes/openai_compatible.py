@@ -4,9 +4,12 @@ Same paths, payloads and error shapes as OpenAI's API reference: ``GET /v1/model
 ``POST /v1/chat/completions`` (JSON or SSE ``data:`` chunks ending in ``data: [DONE]``,
 usage chunk when ``stream_options.include_usage``; tool calls when ``tools`` are given),
 ``POST /v1/embeddings`` (float or base64), ``POST /v1/images/generations`` (with
-``images=True``), errors as ``{"error": {...}}`` with 429's ``Retry-After``; plus Ollama's
-``GET /api/tags``. ``api_key`` makes it check ``Authorization: Bearer``; ``legacy=True``
-refuses ``stream_options`` with a 400 as older servers do. Behaviour is switched at run time:
+``images=True``), ``POST /v1/audio/transcriptions`` (multipart in; ``{"text"}`` JSON, or
+text/plain for ``text``/``srt``/``vtt``) and ``POST /v1/audio/speech`` (JSON in, audio
+bytes out, ``audio/mpeg`` for mp3) with ``audio=True``, errors as ``{"error": {...}}``
+with 429's ``Retry-After``; plus Ollama's ``GET /api/tags``. ``api_key`` makes it check
+``Authorization: Bearer``; ``legacy=True`` refuses ``stream_options`` with a 400 as older
+servers do. Behaviour is switched at run time:
 
 - ``healthy``: answers everything;
 - ``error500`` / ``error429``: every model call fails that way;
@@ -24,11 +27,13 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import socket
 import struct
 import time
 import uuid
+import wave
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -38,6 +43,17 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MODES = ("healthy", "error500", "error429", "cut", "truncate")
 MODEL_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations")
+AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/speech")
+# OpenAI's media type of each speech format.
+SPEECH_MEDIA = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 # A valid 1x1 transparent PNG.
 TINY_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
@@ -55,6 +71,7 @@ class FakeOpenAI:
         delay: float = 0.0,
         chunks: int = 6,
         images: bool = False,
+        audio: bool = False,
         legacy: bool = False,
     ) -> None:
         self.name = name
@@ -64,14 +81,15 @@ class FakeOpenAI:
         self.delay = delay
         self.chunks = chunks
         self.images = images
+        self.audio = audio
         self.legacy = legacy  # an older server: refuses stream_options with a 400
         self.hits: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
 
     @property
     def calls(self) -> int:
-        """Model calls received (chat and embeddings), whatever their outcome."""
-        return sum(self.hits[p] for p in MODEL_PATHS)
+        """Model calls received (chat, embeddings, images, audio), whatever their outcome."""
+        return sum(self.hits[p] for p in (*MODEL_PATHS, *AUDIO_PATHS))
 
     # -- ASGI ----------------------------------------------------------------------------
 
@@ -101,6 +119,10 @@ class FakeOpenAI:
             await _json(send, 200, self._model_list())
         elif method == "GET" and path == "/api/tags":
             await _json(send, 200, self._tags())
+        elif method == "POST" and path == "/v1/audio/transcriptions" and self.audio:
+            await self._transcription(scope, body, send)
+        elif method == "POST" and path == "/v1/audio/speech" and self.audio:
+            await self._speech(body, send)
         elif method == "POST" and path in MODEL_PATHS and (self.images or "images" not in path):
             try:
                 request = json.loads(body or b"{}")
@@ -160,6 +182,151 @@ class FakeOpenAI:
                 "invalid_request_error",
                 "unknown_url",
             )
+
+    # -- audio ----------------------------------------------------------------------------
+
+    async def _transcription(self, scope: Scope, body: bytes, send: Send) -> None:
+        from starlette.datastructures import UploadFile
+        from starlette.requests import Request
+
+        async def replay() -> MutableMapping[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        ctype = dict(scope["headers"]).get(b"content-type", b"").decode()
+        if not ctype.startswith("multipart/form-data"):
+            await self._error(
+                send,
+                400,
+                "Invalid Content-Type header; expected multipart/form-data.",
+                "invalid_request_error",
+                None,
+            )
+            return
+        form = await Request(scope, replay).form()
+        fields: dict[str, Any] = {}
+        audio: tuple[str, bytes] | None = None
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name == "file":
+                    audio = (value.filename or "", await value.read())
+            else:
+                fields[name] = value
+        await form.close()
+        self.bodies.append({**fields, "file": audio[0] if audio else None})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if await self._failing(send):
+            return
+        fmt = fields.get("response_format") or "json"
+        problem: tuple[int, str, str | None] | None = None
+        if audio is None:
+            problem = (400, "you must provide a file", "file")
+        elif not fields.get("model"):
+            problem = (400, "you must provide a model parameter", "model")
+        elif fields["model"] not in self.models:
+            problem = (404, "The model does not exist or you do not have access to it.", None)
+        elif fmt not in TRANSCRIPTION_FORMATS:
+            problem = (400, f"Invalid value for 'response_format': {fmt!r}.", "response_format")
+        if problem is not None or audio is None:
+            status, message, param = problem or (400, "you must provide a file", "file")
+            code = "model_not_found" if status == 404 else None
+            error = {"message": message, "type": "invalid_request_error", "param": param}
+            await _json(send, status, {"error": {**error, "code": code}})
+            return
+        filename, data = audio
+        text = f"{self.name} heard {len(data)} bytes of {filename}."
+        seconds = max(1, len(data) // 16000)
+        if fmt == "json":
+            await _json(
+                send, 200, {"text": text, "usage": {"type": "duration", "seconds": seconds}}
+            )
+        elif fmt == "verbose_json":
+            segment = {"id": 0, "seek": 0, "start": 0.0, "end": float(seconds), "text": text}
+            answer = {
+                "task": "transcribe",
+                "language": fields.get("language") or "english",
+                "duration": float(seconds),
+                "text": text,
+                "segments": [segment],
+            }
+            await _json(send, 200, answer)
+        else:
+            if fmt == "srt":
+                out = f"1\n00:00:00,000 --> 00:00:0{min(seconds, 9)},000\n{text}\n\n"
+            elif fmt == "vtt":
+                out = f"WEBVTT\n\n00:00:00.000 --> 00:00:0{min(seconds, 9)}.000\n{text}\n\n"
+            else:
+                out = text + "\n"
+            await _send_bytes(send, 200, out.encode(), b"text/plain; charset=utf-8")
+
+    async def _speech(self, body: bytes, send: Send) -> None:
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            await self._error(
+                send,
+                400,
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                None,
+            )
+            return
+        self.bodies.append(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if await self._failing(send):
+            return
+        fmt = request.get("response_format") or "mp3"
+        for param in ("model", "input", "voice"):
+            if not request.get(param):
+                await _json(
+                    send,
+                    400,
+                    {
+                        "error": {
+                            "message": f"Missing required parameter: '{param}'.",
+                            "type": "invalid_request_error",
+                            "param": param,
+                            "code": "missing_required_parameter",
+                        }
+                    },
+                )
+                return
+        if request["model"] not in self.models:
+            await self._error(
+                send,
+                404,
+                f"The model `{request['model']}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
+            return
+        if fmt not in SPEECH_MEDIA:
+            await _json(
+                send,
+                400,
+                {
+                    "error": {
+                        "message": f"Invalid value for 'response_format': {fmt!r}.",
+                        "type": "invalid_request_error",
+                        "param": "response_format",
+                        "code": None,
+                    }
+                },
+            )
+            return
+        audio = fake_audio(fmt, f"{self.name}:{request['voice']}:{request['input']}")
+        # OpenAI streams the audio (chunked, no Content-Length).
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", SPEECH_MEDIA[fmt].encode())],
+            }
+        )
+        half = len(audio) // 2
+        await send({"type": "http.response.body", "body": audio[:half], "more_body": True})
+        await send({"type": "http.response.body", "body": audio[half:], "more_body": False})
 
     async def _failing(self, send: Send) -> bool:
         if self.mode == "error500":
@@ -355,6 +522,43 @@ class FakeOpenAI:
             "model": request["model"],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+
+def fake_audio(fmt: str, text: str) -> bytes:
+    """Deterministic bytes in the format's container (real WAV; the others start with
+    their format's magic bytes), one byte of "audio" per character of ``text``."""
+    payload = hashlib.sha256(text.encode()).digest() * (1 + len(text) // 32)
+    payload = payload[: max(32, len(text))]
+    if fmt == "wav":
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(24000)
+            w.writeframes(payload if len(payload) % 2 == 0 else payload + b"\0")
+        return out.getvalue()
+    magic = {
+        "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00",
+        "opus": b"OggS\x00\x02",
+        "aac": b"\xff\xf1\x50\x80",
+        "flac": b"fLaC",
+        "pcm": b"",
+    }[fmt]
+    return magic + payload
+
+
+async def _send_bytes(send: Send, status: int, data: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _json(

@@ -83,8 +83,11 @@ class ProviderConfig(BaseModel):
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     models: list[str] = Field(default_factory=list)
-    capabilities: list[Literal["chat", "embeddings", "images"]] | None = None
-    """What the provider offers; default chat and embeddings (images must be listed)."""
+    capabilities: (
+        list[Literal["chat", "embeddings", "images", "audio_transcription", "speech"]] | None
+    ) = None
+    """What the provider offers; default chat and embeddings (images, audio_transcription
+    and speech must be listed). Audio is served by the openai and ollama kinds."""
     discover: bool | None = None
     """Poll the provider's model list (default: yes for openai and ollama kinds)."""
     timeout: float | None = None

@@ -19,14 +19,31 @@ import asyncio
 import importlib
 import json
 import os
+import re
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
 from .config import AISettings, ProviderConfig
 
-Capability = str  # "chat" | "embeddings"
+Capability = str  # "chat" | "embeddings" | "images" | "audio_transcription" | "speech"
+MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+
+
+class Upload(NamedTuple):
+    """A file to send upstream as multipart (the audio of a transcription)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+class Raw(NamedTuple):
+    """A provider's non-JSON answer: audio, or a transcription as text/srt/vtt."""
+
+    data: bytes
+    content_type: str
 
 
 class ProviderError(Exception):
@@ -96,6 +113,14 @@ class Provider:
     async def images(self, body: dict[str, Any]) -> dict[str, Any]:
         raise ProviderError(f"{self.name} does not offer images", fallback=True, cool=False)
 
+    async def transcriptions(self, fields: dict[str, Any], upload: Upload) -> dict[str, Any] | Raw:
+        raise ProviderError(
+            f"{self.name} does not offer audio_transcription", fallback=True, cool=False
+        )
+
+    async def speech(self, body: dict[str, Any]) -> Raw:
+        raise ProviderError(f"{self.name} does not offer speech", fallback=True, cool=False)
+
     async def list_models(self) -> list[str]:
         """The provider's own model list (discovery); the static list by default."""
         return list(self.config.models)
@@ -123,6 +148,16 @@ def _error_text(status: int, body: bytes) -> str:
     except ValueError:
         text = body.decode(errors="replace")
     return f"HTTP {status}: {' '.join(text.split())[:300]}"
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value)
 
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -167,12 +202,16 @@ class OpenAICompatible(Provider):
         if self._session is not None:
             await self._session.close()
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _send(
+        self, path: str, data: Any, headers: Mapping[str, str] | None
+    ) -> tuple[bytes, str]:
+        """POST ``data``; the answer's bytes and media type, or the failure classified."""
         try:
             async with self.session.post(
-                self.api_base + path, data=json.dumps(body), headers=JSON_HEADERS
+                self.api_base + path, data=data, headers=headers
             ) as response:
                 status, headers, content = response.status, response.headers, await response.read()
+                media = response.content_type
         except TimeoutError as exc:
             raise ProviderError(f"{self.name} timed out after {self.timeout}s") from exc
         except aiohttp.ClientError as exc:
@@ -181,6 +220,9 @@ class OpenAICompatible(Provider):
             raise classify(
                 status, f"{self.name}: {_error_text(status, content)}", _retry_after(headers)
             )
+        return content, media
+
+    def _json(self, content: bytes) -> dict[str, Any]:
         try:
             parsed = json.loads(content)
         except ValueError as exc:
@@ -188,6 +230,40 @@ class OpenAICompatible(Provider):
         if not isinstance(parsed, dict):
             raise ProviderError(f"{self.name} answered with a non-object", status=502)
         return parsed
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        content, _ = await self._send(path, json.dumps(body), JSON_HEADERS)
+        return self._json(content)
+
+    async def transcriptions(self, fields: dict[str, Any], upload: Upload) -> dict[str, Any] | Raw:
+        """Multipart upstream, as OpenAI takes it; JSON back for json/verbose_json, text
+        (text/plain) for text, srt and vtt."""
+        form = aiohttp.FormData()
+        for name, value in fields.items():
+            for item in value if isinstance(value, list) else [value]:
+                form.add_field(name, _form_value(item))
+        form.add_field(
+            "file", upload.data, filename=upload.filename, content_type=upload.content_type
+        )
+        content, media = await self._send("/audio/transcriptions", form, None)
+        if media == "application/json":
+            answer = self._json(content)
+            if not isinstance(answer.get("text"), str):
+                raise ProviderError(
+                    f"{self.name} answered a transcription without text", status=502
+                )
+            return answer
+        return Raw(content, media if MEDIA_TYPE.match(media) else "text/plain")
+
+    async def speech(self, body: dict[str, Any]) -> Raw:
+        content, media = await self._send(
+            "/audio/speech", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        if not content:
+            raise ProviderError(f"{self.name} answered speech with no audio", status=502)
+        if media == "application/json":
+            raise ProviderError(f"{self.name} answered speech with JSON, not audio", status=502)
+        return Raw(content, media)
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post("/chat/completions", body)

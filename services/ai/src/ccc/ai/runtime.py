@@ -9,16 +9,26 @@ the usage off the request path.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 
-from ccc.common import BadRequest, CCCError, Invalid, NotFound, RateLimited, Unavailable
+from ccc.common import (
+    BadRequest,
+    Binary,
+    CCCError,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 from ccc.common.bus import Bus
 from ccc.common.contracts.ai import (
     ChatCompletion,
@@ -30,7 +40,10 @@ from ccc.common.contracts.ai import (
     ModelList,
     ProviderList,
     ProviderStatus,
+    SpeechRequest,
     StreamSummary,
+    Transcription,
+    TranscriptionRequest,
     UsageEvent,
     openai_error,
 )
@@ -42,12 +55,30 @@ from .accounting import Accounting
 from .config import AIConfig, AISettings, ProviderConfig
 from .discovery import Discovery
 from .local_models import LocalChatProvider, LocalEmbeddingsProvider, local_chat_available
-from .providers import LiteLLMProvider, OpenAICompatible, Provider, ProviderError
+from .providers import (
+    MEDIA_TYPE,
+    LiteLLMProvider,
+    OpenAICompatible,
+    Provider,
+    ProviderError,
+    Raw,
+    Upload,
+)
 from .routing import Catalog, Deployment, Resolved
 from .shared import Cooldowns
 
 log = logging.getLogger(__name__)
 Answer = dict[str, Any]
+T = TypeVar("T")
+# OpenAI's media types per speech format (when a provider does not send a usable one).
+SPEECH_MEDIA = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
 
 
 def build_providers(config: AIConfig, settings: AISettings, data_dir: Path) -> list[Provider]:
@@ -149,6 +180,23 @@ class ModelGateway:
         resolved.deployments = able
         return resolved
 
+    def offering(self, capability: str) -> list[Provider]:
+        """The providers that offer ``capability``; a 400 problem naming it and the
+        providers when none does."""
+        able = [p for p in self.providers if capability in p.capabilities]
+        if not able:
+            names = [p.name for p in self.providers]
+            detail = f"no configured provider offers {capability} (providers: {', '.join(names)})"
+            raise BadRequest(
+                detail,
+                extra={
+                    "capability": capability,
+                    "providers": names,
+                    **openai_error(detail, "unsupported_capability"),
+                },
+            )
+        return able
+
     def candidates(self, resolved: Resolved) -> list[Deployment]:
         ordered = self.catalog.order(resolved)
         ready = [d for d in ordered if self.cooldowns.until(d.provider.name) is None]
@@ -216,8 +264,8 @@ class ModelGateway:
         self,
         resolved: Resolved,
         capability: str,
-        call: Callable[[Deployment], Awaitable[Answer]],
-    ) -> tuple[Deployment, Answer, float, int]:
+        call: Callable[[Deployment], Awaitable[T]],
+    ) -> tuple[Deployment, T, float, int]:
         tried: list[dict[str, Any]] = []
         for dep in self.candidates(resolved):
             started = time.perf_counter()
@@ -319,18 +367,7 @@ class ModelGateway:
         if req.model is not None:
             resolved = self.resolve(req.model, "images")
         else:
-            able = [p for p in self.providers if "images" in p.capabilities]
-            if not able:
-                names = ", ".join(p.name for p in self.providers)
-                detail = f"no configured provider offers images (providers: {names})"
-                raise BadRequest(
-                    detail,
-                    extra={
-                        "capability": "images",
-                        "providers": [p.name for p in self.providers],
-                        **openai_error(detail, "unsupported_capability"),
-                    },
-                )
+            able = self.offering("images")
             resolved = Resolved("images", "ordered", [Deployment(p, "") for p in able])
         self.accounting.check(key_id)
 
@@ -353,6 +390,71 @@ class ModelGateway:
             fallbacks=fallbacks,
         )
         return ImagesResponse.model_validate(answer)
+
+    async def transcription(
+        self, req: TranscriptionRequest, key_id: str | None
+    ) -> Transcription | Binary:
+        """JSON (json, verbose_json) as a ``Transcription``; text, srt and vtt as the
+        provider's text with its media type. Audio calls are not in usage events yet."""
+        self.offering("audio_transcription")
+        resolved = self.resolve(req.model, "audio_transcription")
+        if req.stream:
+            detail = "stream: true is not supported for transcriptions here; send stream: false"
+            raise Invalid(
+                detail,
+                errors=[{"loc": "stream", "msg": "streaming is not supported", "type": "stream"}],
+                extra=openai_error(detail, "stream_unsupported"),
+            )
+        audio = req.file[0]
+        try:
+            data = base64.b64decode(audio.content_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise Invalid(
+                f"file is not valid base64: {exc}",
+                errors=[{"loc": "file", "msg": "not valid base64", "type": "base64"}],
+            ) from None
+        upload = Upload(
+            audio.filename or "audio", audio.content_type or "application/octet-stream", data
+        )
+        self.accounting.check(key_id)
+
+        def fields(dep: Deployment) -> Answer:
+            out = req.model_dump(exclude_none=True, exclude={"file", "stream"})
+            out["model"] = dep.model
+            return out
+
+        _, answer, _, _ = await self._call(
+            resolved,
+            "audio_transcription",
+            lambda d: d.provider.transcriptions(fields(d), upload),
+        )
+        if isinstance(answer, Raw):
+            return Binary(data=answer.data, content_type=answer.content_type)
+        return Transcription.model_validate(answer)
+
+    async def speech(self, req: SpeechRequest, key_id: str | None) -> Binary:
+        """The provider's audio bytes with their media type."""
+        self.offering("speech")
+        resolved = self.resolve(req.model, "speech")
+        if req.stream_format == "sse":
+            detail = "stream_format sse is not supported here; send stream_format audio"
+            raise Invalid(
+                detail,
+                errors=[{"loc": "stream_format", "msg": "sse is not supported", "type": "stream"}],
+                extra=openai_error(detail, "stream_unsupported"),
+            )
+        self.accounting.check(key_id)
+
+        def body(dep: Deployment) -> Answer:
+            out = req.model_dump(exclude_none=True)
+            out["model"] = dep.model
+            return out
+
+        _, answer, _, _ = await self._call(resolved, "speech", lambda d: d.provider.speech(body(d)))
+        media = answer.content_type
+        if not MEDIA_TYPE.match(media) or media == "application/octet-stream":
+            media = SPEECH_MEDIA[req.response_format or "mp3"]
+        return Binary(data=answer.data, content_type=media)
 
     def models(self) -> ModelList:
         return ModelList(data=self.catalog.cards())

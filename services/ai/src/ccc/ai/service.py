@@ -8,7 +8,7 @@ the inbox named in ``Ccc-Stream-Inbox`` (see ``streaming``).
 
 from __future__ import annotations
 
-from ccc.common import Context, Forbidden, Invalid, Service, Unavailable
+from ccc.common import Binary, Context, Forbidden, Invalid, Service, Unavailable
 from ccc.common.contracts.ai import (
     Budget,
     BudgetSet,
@@ -22,7 +22,10 @@ from ccc.common.contracts.ai import (
     ModelsRequest,
     ProviderList,
     ProvidersRequest,
+    SpeechRequest,
     StreamSummary,
+    Transcription,
+    TranscriptionRequest,
     Usage,
     UsageGet,
     openai_error,
@@ -115,6 +118,27 @@ def build_service(config: AIConfig | None = None, settings: AISettings | None = 
         """Generate images (OpenAI-compatible) with a provider that offers them; with none
         configured, a 400 problem names the capability and the providers."""
         return await gateway().images(req, ctx.caller.key_id)
+
+    @service.endpoint(
+        "audio.transcriptions",
+        http="POST /v1/audio/transcriptions",
+        roles=("reader",),
+        timeout=300.0,
+    )
+    async def transcriptions(req: TranscriptionRequest, ctx: Context) -> Transcription | Binary:
+        """Transcribe audio (OpenAI-compatible; multipart at the gateway) with a provider
+        that lists ``audio_transcription``: JSON for json/verbose_json, text for text, srt
+        and vtt. With none configured, a 400 problem names the capability and providers."""
+        return await gateway().transcription(req, ctx.caller.key_id)
+
+    @service.endpoint(
+        "audio.speech", http="POST /v1/audio/speech", roles=("reader",), timeout=180.0
+    )
+    async def speech(req: SpeechRequest, ctx: Context) -> Binary:
+        """Text to speech (OpenAI-compatible) with a provider that lists ``speech``: the
+        answer is the audio bytes (audio/mpeg for mp3). With none configured, a 400 problem
+        names the capability and providers."""
+        return await gateway().speech(req, ctx.caller.key_id)
 
     @service.endpoint("models", http="GET /v1/models", roles=("reader",))
     async def models(req: ModelsRequest, ctx: Context) -> ModelList:

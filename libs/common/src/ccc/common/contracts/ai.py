@@ -200,3 +200,53 @@ class StreamSummary(BaseModel):
     outcome: Literal["done", "error"]
     provider: str | None = None
     usage: dict[str, Any] | None = None
+
+
+class UploadedFile(BaseModel):
+    """A file of a multipart request, as the gateway converts it to JSON."""
+
+    filename: str | None = None
+    content_type: str | None = None
+    content_base64: str
+
+
+class TranscriptionRequest(BaseModel):
+    """``POST /v1/audio/transcriptions`` (multipart at the edge; the gateway sends JSON):
+    passed to a provider that lists ``audio_transcription``. Other form fields
+    (``timestamp_granularities[]``, ``chunking_strategy``, ...) are passed on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    file: list[UploadedFile] = Field(min_length=1, max_length=1, description="The audio file")
+    language: str | None = None
+    prompt: str | None = None
+    response_format: (
+        Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"] | None
+    ) = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    stream: bool | None = None
+
+
+class Transcription(BaseModel):
+    """A transcription as the provider answered it (``json`` and ``verbose_json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str
+    usage: dict[str, Any] | None = None
+
+
+class SpeechRequest(BaseModel):
+    """``POST /v1/audio/speech``: passed to a provider that lists ``speech``; the answer is
+    the audio bytes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str | dict[str, Any]
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
+    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+    instructions: str | None = None
+    stream_format: Literal["audio", "sse"] | None = None
