@@ -165,7 +165,7 @@ def main() -> None:
                     "--models",
                     "gpt-fake",
                 ],
-                {},
+                {"PYTHONPATH": "tests"},  # the fake imports fakes.serving
                 fake_port,
                 logs / "fake.log",
             ),

@@ -25,18 +25,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import hashlib
 import io
 import json
-import socket
 import struct
 import time
 import uuid
 import wave
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from fakes.serving import free_port, send_json, serving  # noqa: F401
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -116,9 +116,9 @@ class FakeOpenAI:
                 )
                 return
         if method == "GET" and path == "/v1/models":
-            await _json(send, 200, self._model_list())
+            await send_json(send, 200, self._model_list())
         elif method == "GET" and path == "/api/tags":
-            await _json(send, 200, self._tags())
+            await send_json(send, 200, self._tags())
         elif method == "POST" and path == "/v1/audio/transcriptions" and self.audio:
             await self._transcription(scope, body, send)
         elif method == "POST" and path == "/v1/audio/speech" and self.audio:
@@ -150,7 +150,7 @@ class FakeOpenAI:
                         "model_not_found",
                     )
                 else:
-                    await _json(send, 200, self._image(request))
+                    await send_json(send, 200, self._image(request))
             elif self.legacy and "stream_options" in request:
                 await self._error(
                     send,
@@ -169,11 +169,11 @@ class FakeOpenAI:
                     "model_not_found",
                 )
             elif path == "/v1/embeddings":
-                await _json(send, 200, self._embeddings(request))
+                await send_json(send, 200, self._embeddings(request))
             elif request.get("stream"):
                 await self._stream(send, request)
             else:
-                await _json(send, 200, self._completion(request))
+                await send_json(send, 200, self._completion(request))
         else:
             await self._error(
                 send,
@@ -231,13 +231,13 @@ class FakeOpenAI:
             status, message, param = problem or (400, "you must provide a file", "file")
             code = "model_not_found" if status == 404 else None
             error = {"message": message, "type": "invalid_request_error", "param": param}
-            await _json(send, status, {"error": {**error, "code": code}})
+            await send_json(send, status, {"error": {**error, "code": code}})
             return
         filename, data = audio
         text = f"{self.name} heard {len(data)} bytes of {filename}."
         seconds = max(1, len(data) // 16000)
         if fmt == "json":
-            await _json(
+            await send_json(
                 send, 200, {"text": text, "usage": {"type": "duration", "seconds": seconds}}
             )
         elif fmt == "verbose_json":
@@ -249,7 +249,7 @@ class FakeOpenAI:
                 "text": text,
                 "segments": [segment],
             }
-            await _json(send, 200, answer)
+            await send_json(send, 200, answer)
         else:
             if fmt == "srt":
                 out = f"1\n00:00:00,000 --> 00:00:0{min(seconds, 9)},000\n{text}\n\n"
@@ -279,7 +279,7 @@ class FakeOpenAI:
         fmt = request.get("response_format") or "mp3"
         for param in ("model", "input", "voice"):
             if not request.get(param):
-                await _json(
+                await send_json(
                     send,
                     400,
                     {
@@ -302,7 +302,7 @@ class FakeOpenAI:
             )
             return
         if fmt not in SPEECH_MEDIA:
-            await _json(
+            await send_json(
                 send,
                 400,
                 {
@@ -360,7 +360,7 @@ class FakeOpenAI:
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-        await _json(send, status, body, headers)
+        await send_json(send, status, body, headers)
 
     # -- payloads -------------------------------------------------------------------------
 
@@ -559,53 +559,6 @@ async def _send_bytes(send: Send, status: int, data: bytes, content_type: bytes)
         }
     )
     await send({"type": "http.response.body", "body": data})
-
-
-async def _json(
-    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FakeOpenAI, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 in this event loop; yields the base URL (no ``/v1``)."""
-    import uvicorn
-
-    port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="off", access_log=False, log_level="critical"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def main() -> None:

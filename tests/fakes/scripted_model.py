@@ -20,15 +20,15 @@ per model for the test to read. Tests only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
-import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from fakes.serving import free_port, send_json, serving  # noqa: F401
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -71,7 +71,7 @@ class ScriptedModel:
                 {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": self.name}
                 for m in self.models
             ]
-            await _json(send, 200, {"object": "list", "data": data})
+            await send_json(send, 200, {"object": "list", "data": data})
             return
         if method != "POST" or path != "/v1/chat/completions":
             await _error(send, 404, f"Unknown request URL: {method} {path}.", "unknown_url")
@@ -98,7 +98,7 @@ class ScriptedModel:
         turn = script[min(_turn_index(request), len(script) - 1)]
         if turn.get("delay"):
             await asyncio.sleep(float(turn["delay"]))
-        await _json(send, 200, self._completion(request, turn))
+        await send_json(send, 200, self._completion(request, turn))
 
     def _completion(self, request: dict[str, Any], turn: Turn) -> dict[str, Any]:
         index = _turn_index(request)
@@ -146,48 +146,4 @@ async def _error(send: Send, status: int, message: str, code: str | None) -> Non
     body = {
         "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
     }
-    await _json(send, status, body)
-
-
-async def _json(send: Send, status: int, body: Any) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serving(app: ScriptedModel, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 in this event loop; yields the base URL (no ``/v1``)."""
-    import uvicorn
-
-    port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="off", access_log=False, log_level="critical"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    await send_json(send, status, body)
