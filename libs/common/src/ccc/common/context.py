@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -29,12 +30,8 @@ class Caller:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str] | None) -> Caller:
         if not headers:
-            return cls(None, None)
-        roles = headers.get(subjects.ROLES_HEADER)
-        return cls(
-            headers.get(subjects.CALLER_HEADER),
-            frozenset(r for r in roles.split(",") if r) if roles is not None else None,
-        )
+            return _TRUSTED
+        return _caller(headers.get(subjects.CALLER_HEADER), headers.get(subjects.ROLES_HEADER))
 
     def may(self, allowed: frozenset[str]) -> bool:
         if self.roles is None:
@@ -48,6 +45,17 @@ class Caller:
         if self.roles is not None:
             out[subjects.ROLES_HEADER] = ",".join(sorted(self.roles))
         return out
+
+
+_TRUSTED = Caller(None, None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _caller(key_id: str | None, roles: str | None) -> Caller:
+    """Callers are few (one per API key): parse each header pair once. Caller is frozen."""
+    return Caller(
+        key_id, frozenset(r for r in roles.split(",") if r) if roles is not None else None
+    )
 
 
 class Context:

@@ -7,6 +7,7 @@ domain code, only what endpoints say of themselves here.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import typing
@@ -42,11 +43,11 @@ class EndpointSpec:
     description: str = ""
     _response_adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def subject(self) -> str:
         return subjects.request_subject(self.domain, self.op)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """Name under NATS micro: endpoint names allow no dots."""
         return self.op.replace(".", "_")
@@ -80,8 +81,8 @@ class EndpointSpec:
         """Decode a request: JSON body, with path and query parameters merged over it."""
         params = headers.get(subjects.PARAMS_HEADER) if headers else None
         try:
-            if params is None:
-                return self.request_model.model_validate_json(data or b"{}")
+            if params is None:  # pydantic-core directly: the model method adds 0.5 µs
+                return self.request_model.__pydantic_validator__.validate_json(data or b"{}")  # type: ignore[no-any-return]
             try:
                 body = json.loads(data) if data.strip() else {}
             except ValueError as exc:
@@ -98,7 +99,7 @@ class EndpointSpec:
 
     def dump(self, result: Any) -> bytes:
         if isinstance(result, BaseModel):
-            return result.model_dump_json().encode()
+            return result.__pydantic_serializer__.to_json(result)
         if self.response_type is None:
             return json.dumps(result, default=str).encode()
         return self.response_adapter.dump_json(result)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from opentelemetry import trace
+from . import tracing
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -31,10 +31,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            entry["trace_id"] = format(span.trace_id, "032x")
-            entry["span_id"] = format(span.span_id, "016x")
+        traceparent = tracing.current_traceparent()
+        if traceparent is not None:
+            entry["trace_id"] = traceparent[3:35]
+            entry["span_id"] = traceparent[36:52]
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -1,17 +1,122 @@
-"""Prometheus metrics of one process; the listener starts only when a port is set."""
+"""Prometheus metrics of one process; the listener starts only when a port is set.
+
+The per-request metrics (requests by status, latency) are counted in plain numbers and
+turned into Prometheus families only when scraped: prometheus_client takes a lock on
+every ``inc`` and ``observe``, which cost 1.3 µs a request here — as much as decoding
+the request. Counting happens on the event loop thread; a scrape from the listener's
+thread reads numbers that may be one request apart, which Prometheus tolerates.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-REQUESTS = Counter(
-    "ccc_requests_total", "Requests handled by an endpoint", ["service", "endpoint", "status"]
+from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
 )
-LATENCY = Histogram(
-    "ccc_request_seconds",
-    "Time spent in an endpoint handler",
-    ["service", "endpoint"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+
+
+class CounterCell:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+
+class HistogramCell:
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.total += value
+
+
+class FastCounter(Collector):
+    """A labelled counter whose cells are plain integers (see the module's docstring)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._cells: dict[tuple[str, ...], CounterCell] = {}
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> CounterCell:
+        cell = self._cells.get(values)
+        if cell is None:
+            cell = self._cells[values] = CounterCell()
+        return cell
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, cell in list(self._cells.items()):
+            family.add_metric(list(values), cell.value)
+        yield family
+
+
+class FastHistogram(Collector):
+    """A labelled histogram whose cells are plain numbers (see the module's docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.bounds = tuple(sorted(buckets))
+        self._cells: dict[tuple[str, ...], HistogramCell] = {}
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> HistogramCell:
+        cell = self._cells.get(values)
+        if cell is None:
+            cell = self._cells[values] = HistogramCell(self.bounds)
+        return cell
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, cell in list(self._cells.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*self.bounds, float("inf")), list(cell.counts), strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            family.add_metric(list(values), buckets, cell.total)
+        yield family
+
+
+REQUESTS = FastCounter(
+    "ccc_requests", "Requests handled by an endpoint", ["service", "endpoint", "status"]
+)
+LATENCY = FastHistogram(
+    "ccc_request_seconds", "Time spent in an endpoint handler", ["service", "endpoint"]
 )
 IN_FLIGHT = Gauge("ccc_in_flight", "Requests and commands being handled now", ["service"])
 COMMANDS = Counter("ccc_commands_total", "Durable commands handled", ["service", "outcome"])
@@ -27,7 +132,7 @@ class EndpointMetrics:
         self.service = service
         self.endpoint = endpoint
         self.latency = LATENCY.labels(service, endpoint)
-        self._by_status: dict[int, Counter] = {}
+        self._by_status: dict[int, CounterCell] = {}
 
     def count(self, status: int) -> None:
         child = self._by_status.get(status)

@@ -34,8 +34,8 @@ from nats.micro.service import Service as MicroService
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import eager, subjects, tracing
 from . import roles as role_rules
+from . import subjects, tracing
 from .binary import Binary
 from .bus import Bus, connect, ensure_streams
 from .context import Caller, Context, ProgressSink
@@ -48,6 +48,7 @@ from .operations import Operations
 from .settings import Settings
 from .slots import Slots
 from .state import Blobs, StateStore
+from .workers import Workers
 
 log = logging.getLogger(__name__)
 Hook = Callable[["Service"], Awaitable[None]]
@@ -79,8 +80,7 @@ class Service:
         self.specs: dict[str, EndpointSpec] = {}
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._expired: set[asyncio.Task[None]] = set()
+        self._workers: Workers[tuple[EndpointSpec, Msg]]
         self._micro: MicroService | None = None
         self._micro_endpoints: dict[str, Any] = {}
         self._blobs: Blobs | None = None
@@ -202,6 +202,8 @@ class Service:
             make_context=self._operation_context,
         )
         self._slots = Slots(self.settings.max_concurrency)
+        self._workers = Workers(self.settings.max_concurrency, self._serve_job, self._slots)
+        self._workers.start()
         for hook in self._startup:
             await hook(self)
 
@@ -257,8 +259,8 @@ class Service:
                 with contextlib.suppress(Exception):
                     await ep._subscription.drain()
         await self.commands.stop(timeout)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self._workers.drain(timeout)
+        await self._workers.stop()
         await self.operations.stop(timeout)
         for hook in self._shutdown:
             try:
@@ -309,21 +311,12 @@ class Service:
 
     def _dispatcher(self, spec: EndpointSpec) -> Callable[[Request], Awaitable[None]]:
         async def dispatch(request: Request) -> None:
-            await self._slots.acquire()
-            task = eager.start(self._serve(spec, request._msg), self._slots.release)
-            if not task.done():  # it waits on something: now it needs a deadline
-                self._tasks.add(task)
-                expiry = asyncio.get_running_loop().call_later(spec.timeout, self._expire, task)
-                task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(lambda _t: expiry.cancel())
+            await self._workers.submit((spec, request._msg), spec.timeout)
 
         return dispatch
 
-    def _expire(self, task: asyncio.Task[None]) -> None:
-        """A request outlived its endpoint's timeout: cancel it; it answers 504."""
-        self._expired.add(task)
-        task.add_done_callback(self._expired.discard)
-        task.cancel()
+    def _serve_job(self, job: tuple[EndpointSpec, Msg]) -> Awaitable[None]:
+        return self._serve(*job)
 
     async def _serve(self, spec: EndpointSpec, msg: Msg) -> None:
         started = time.perf_counter()
@@ -414,8 +407,7 @@ class Service:
         except CCCError:
             raise
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task in self._expired:
+            if self._workers.expired():
                 raise Timeout(f"{self.name}.{spec.op} took longer than {spec.timeout}s") from None
             raise
         except Exception as exc:

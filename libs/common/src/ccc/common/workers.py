@@ -1,0 +1,188 @@
+"""A pool of long-lived tasks that serve requests one after another.
+
+Why not a task per request: on Python 3.11 creating, registering and scheduling a task
+costs as much as the rest of a small request, and a burst of N requests costs N loop
+iterations. Here a burst is appended to a backlog and drained by whichever worker is
+awake, without suspending between requests that finish at once; a request that does
+wait (on I/O, on another service) only ties up its own worker, because a worker that
+takes a job while more are waiting first wakes a sibling to carry on with them.
+
+Each job runs wholly inside one worker task, so ``asyncio.current_task()``,
+``asyncio.timeout`` and ``TaskGroup`` inside a handler see the right task. (Stepping a
+request's coroutine by hand before giving it a task, the 3.11 imitation of 3.12's eager
+tasks, runs the handler's first step under the subscription's task, where
+``asyncio.timeout`` captures and later cancels the wrong task: an independent review
+reproduced an endpoint going permanently silent that way.)
+
+Deadlines: one sweeper checks the busy workers every ``sweep_interval`` seconds and
+cancels a job that outlived its deadline (``expired`` then tells the job why it was
+cancelled). That is one timer for the whole pool instead of one per request; a late
+answer is at most one sweep late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from .slots import Slots
+
+log = logging.getLogger("ccc.workers")
+
+Job = TypeVar("Job")
+
+
+class _Worker:
+    __slots__ = ("deadline", "expired", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.deadline: float | None = None  # loop time at which the running job expires
+        self.expired = False  # the sweeper cancelled the running job
+
+
+class Workers(Generic[Job]):
+    """``size`` workers running ``serve(job)``; each job holds one of ``slots`` while it
+    runs, so requests share the process's concurrency bound with other work."""
+
+    def __init__(
+        self,
+        size: int,
+        serve: Callable[[Job], Awaitable[None]],
+        slots: Slots,
+        *,
+        sweep_interval: float = 0.05,
+    ) -> None:
+        self.size = size
+        self._serve = serve
+        self._slots = slots
+        self._sweep_interval = sweep_interval
+        self._backlog: deque[tuple[Job, float]] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._waking = 0  # idle workers told to wake that have not yet run
+        self._full: deque[asyncio.Future[None]] = deque()  # submitters held back
+        self._workers: list[_Worker] = []
+        self._by_task: dict[asyncio.Task[None], _Worker] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.busy = 0
+        self._all_idle = asyncio.Event()
+        self._all_idle.set()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(self.size):
+            worker = _Worker()
+            worker.task = loop.create_task(self._run(worker))
+            self._by_task[worker.task] = worker
+            self._workers.append(worker)
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def submit(self, job: Job, timeout: float) -> None:
+        """Queue ``job`` to run within ``timeout`` seconds of its start. Waits (so the
+        caller stops reading new work) while the backlog is as long as the pool."""
+        while len(self._backlog) >= self.size:
+            waiter = asyncio.get_running_loop().create_future()
+            self._full.append(waiter)
+            await waiter
+        self._backlog.append((job, timeout))
+        self._all_idle.clear()
+        if not self._waking and self._idle:
+            self._wake_one()
+
+    def expired(self) -> bool:
+        """Whether the current task is a worker whose job the sweeper cancelled."""
+        task = asyncio.current_task()
+        worker = self._by_task.get(task) if task is not None else None
+        return worker is not None and worker.expired
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every queued and running job is done."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_idle.wait(), timeout)
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in self._workers if w.task is not None]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _wake_one(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                self._waking += 1
+                waiter.set_result(None)
+                return
+
+    async def _run(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        task = worker.task
+        assert task is not None
+        while True:
+            if not self._backlog:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter.done() and not waiter.cancelled():
+                        self._waking -= 1
+                continue
+            job, timeout = self._backlog.popleft()
+            if self._full:
+                self._release_submitter()
+            if self._backlog and not self._waking:
+                self._wake_one()  # this job may wait: let a sibling carry on with the rest
+            self.busy += 1
+            try:
+                await self._slots.acquire()
+            except BaseException:
+                self.busy -= 1
+                raise
+            worker.deadline = loop.time() + timeout
+            try:
+                await self._serve(job)
+            except asyncio.CancelledError:
+                if not worker.expired:
+                    raise  # the pool is stopping
+            except Exception:  # serve answers its own errors; this is a bug, not a reason to die
+                log.exception("request worker: unhandled error")
+            finally:
+                worker.deadline = None
+                self.busy -= 1
+                self._slots.release()
+                if worker.expired:
+                    worker.expired = False
+                    while task.cancelling():
+                        task.uncancel()
+                if not self.busy and not self._backlog:
+                    self._all_idle.set()
+
+    def _release_submitter(self) -> None:
+        while self._full:
+            waiter = self._full.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            if not self.busy:
+                continue
+            now = loop.time()
+            for worker in self._workers:
+                deadline = worker.deadline
+                if deadline is not None and now >= deadline and not worker.expired:
+                    assert worker.task is not None
+                    worker.expired = True
+                    worker.task.cancel()

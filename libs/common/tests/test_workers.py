@@ -1,0 +1,128 @@
+"""The request worker pool: concurrency, order, deadlines, drain."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import generate_latest
+
+from ccc.common.metrics import FastCounter, FastHistogram
+from ccc.common.slots import Slots
+from ccc.common.workers import Workers
+
+
+async def test_a_waiting_job_does_not_hold_up_the_ones_behind_it() -> None:
+    done: list[str] = []
+    release = asyncio.Event()
+
+    async def serve(job: str) -> None:
+        if job == "slow":
+            await release.wait()
+        done.append(job)
+
+    pool: Workers[str] = Workers(4, serve, Slots(4))
+    pool.start()
+    for job in ("slow", "a", "b", "c"):
+        await pool.submit(job, 5.0)
+    await asyncio.sleep(0.05)
+    assert done == ["a", "b", "c"]
+    release.set()
+    await pool.drain(1.0)
+    assert done == ["a", "b", "c", "slow"]
+    await pool.stop()
+
+
+async def test_concurrency_is_bounded_by_the_slots() -> None:
+    running = 0
+    peak = 0
+
+    async def serve(job: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+
+    pool: Workers[int] = Workers(8, serve, Slots(3))
+    pool.start()
+    for i in range(20):
+        await pool.submit(i, 5.0)
+    await pool.drain(5.0)
+    assert peak == 3
+    await pool.stop()
+
+
+async def test_an_overdue_job_is_cancelled_and_knows_why_and_the_worker_lives_on() -> None:
+    outcomes: list[str] = []
+    pool: Workers[str]
+
+    async def serve(job: str) -> None:
+        try:
+            await asyncio.sleep(0.5 if job == "slow" else 0)
+            outcomes.append(f"{job} done")
+        except asyncio.CancelledError:
+            outcomes.append(f"{job} expired={pool.expired()}")
+            raise
+
+    pool = Workers(1, serve, Slots(1), sweep_interval=0.01)
+    pool.start()
+    await pool.submit("slow", 0.05)
+    await pool.submit("next", 5.0)
+    await pool.drain(2.0)
+    assert outcomes == ["slow expired=True", "next done"]
+    await pool.stop()
+
+
+async def test_asyncio_timeout_inside_a_job_cancels_only_that_job() -> None:
+    """The trap of hand-stepped coroutines: asyncio.timeout must capture the job's task."""
+    outcomes: list[str] = []
+
+    async def serve(job: str) -> None:
+        try:
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(1)
+        except TimeoutError:
+            outcomes.append(f"{job} timed out")
+
+    pool: Workers[str] = Workers(2, serve, Slots(2))
+    pool.start()
+    for job in ("a", "b", "c"):
+        await pool.submit(job, 5.0)
+    await pool.drain(2.0)
+    assert sorted(outcomes) == ["a timed out", "b timed out", "c timed out"]
+    await pool.stop()
+
+
+async def test_submit_waits_while_the_backlog_is_full() -> None:
+    gate = asyncio.Event()
+
+    async def serve(job: int) -> None:
+        await gate.wait()
+
+    pool: Workers[int] = Workers(2, serve, Slots(2))
+    pool.start()
+    for i in range(4):  # two running, two queued
+        await pool.submit(i, 5.0)
+    await asyncio.sleep(0.01)
+    blocked = asyncio.create_task(pool.submit(99, 5.0))
+    await asyncio.sleep(0.02)
+    assert not blocked.done()
+    gate.set()
+    await asyncio.wait_for(blocked, 1.0)
+    await pool.drain(1.0)
+    await pool.stop()
+
+
+def test_fast_metrics_expose_prometheus_families() -> None:
+    counter = FastCounter("ccc_test_things", "things", ["kind"])
+    histogram = FastHistogram("ccc_test_seconds", "time", ["kind"], buckets=(0.1, 1.0))
+    counter.labels("x").inc()
+    counter.labels("x").inc()
+    for value in (0.05, 0.1, 0.5, 7.0):
+        histogram.labels("x").observe(value)
+    text = generate_latest().decode()
+    assert 'ccc_test_things_total{kind="x"} 2.0' in text
+    assert 'ccc_test_seconds_bucket{kind="x",le="0.1"} 2.0' in text  # le is inclusive
+    assert 'ccc_test_seconds_bucket{kind="x",le="1.0"} 3.0' in text
+    assert 'ccc_test_seconds_bucket{kind="x",le="+Inf"} 4.0' in text
+    assert 'ccc_test_seconds_count{kind="x"} 4.0' in text
