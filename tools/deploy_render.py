@@ -3,7 +3,9 @@
 Every directory ``services/<name>/`` with a ``pyproject.toml`` is a service. From it:
 
 - ``services/<name>/Dockerfile`` is rendered from ``deploy/docker/Dockerfile.in``, with the
-  differences between services taken from ``deploy/docker/services.toml``;
+  differences between services taken from ``deploy/docker/services.toml`` (HTTP port and
+  health path, extra ENV, and Debian packages for the runtime stage, with the extra apt
+  repositories of ``deploy/docker/apt/`` they come from);
 - ``skaffold.yaml`` gets one artifact per service and the Helm image overrides for it;
 - ``deploy/helm/ccc/values.yaml`` must carry an entry under ``services:`` (checked, not
   written: values are hand-kept, with comments).
@@ -27,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy/docker/Dockerfile.in"
 OVERRIDES = ROOT / "deploy/docker/services.toml"
+APT_DIR = ROOT / "deploy/docker/apt"
+APT_KEYRINGS = "/etc/apt/keyrings"
 VALUES = ROOT / "deploy/helm/ccc/values.yaml"
 SKAFFOLD = ROOT / "skaffold.yaml"
 GENERATED = "GENERATED from deploy/docker/Dockerfile.in by tools/deploy_render.py: do not edit."
@@ -42,6 +46,10 @@ class ServiceDir:
     http_port: int | None = None
     health_path: str = "/metrics"
     env: dict[str, str] = field(default_factory=dict)
+    apt_packages: list[str] = field(default_factory=list)
+    """Debian packages of the runtime stage, each pinned ``name=version``."""
+    apt_sources: list[str] = field(default_factory=list)
+    """Extra apt repositories: deploy/docker/apt/<name>.sources and <name>.asc."""
 
     @property
     def image(self) -> str:
@@ -73,12 +81,59 @@ def discover(root: Path = ROOT) -> list[ServiceDir]:
                 http_port=extra.get("http_port"),
                 health_path=extra.get("health_path", "/metrics"),
                 env={str(k): str(v) for k, v in extra.get("env", {}).items()},
+                apt_packages=[str(p) for p in extra.get("apt_packages", [])],
+                apt_sources=[str(s) for s in extra.get("apt_sources", [])],
             )
         )
+        check_apt(found[-1])
     unknown = set(overrides) - {s.name for s in found}
     if unknown:
         raise SystemExit(f"{OVERRIDES.relative_to(ROOT)} names no service dir: {sorted(unknown)}")
     return found
+
+
+PINNED = re.compile(r"^[a-z0-9][a-z0-9+.-]+=[0-9][A-Za-z0-9.+~:*-]*$")
+
+
+def check_apt(svc: ServiceDir) -> None:
+    """Every package pinned (hadolint DL3008), every apt source present and signed."""
+    where = f"{OVERRIDES.relative_to(ROOT)} [{svc.name}]"
+    loose = [p for p in svc.apt_packages if not PINNED.match(p)]
+    if loose:
+        raise SystemExit(f"{where}: apt_packages must be pinned name=version: {loose}")
+    if svc.apt_sources and not svc.apt_packages:
+        raise SystemExit(f"{where}: apt_sources without apt_packages")
+    for name in svc.apt_sources:
+        sources, key = APT_DIR / f"{name}.sources", APT_DIR / f"{name}.asc"
+        if not (sources.is_file() and key.is_file()):
+            raise SystemExit(f"{where}: apt source {name!r} needs {sources} and {key}")
+        signed_by = f"Signed-By: {APT_KEYRINGS}/{name}.asc"
+        if signed_by not in sources.read_text().splitlines():
+            raise SystemExit(f"{sources.relative_to(ROOT)}: expected the line {signed_by!r}")
+
+
+def apt_block(svc: ServiceDir) -> str:
+    """The runtime stage's package layer, or nothing for a service that needs none."""
+    if not svc.apt_packages:
+        return ""
+    rel = APT_DIR.relative_to(ROOT)
+    lines = [
+        "# Debian packages of this service (deploy/docker/services.toml, apt_packages), pinned",
+        "# to a version series so rebuilds take its security fixes; apt lists removed in the",
+        "# same layer.",
+    ]
+    for name in svc.apt_sources:
+        lines += [
+            f"COPY {rel}/{name}.asc {APT_KEYRINGS}/{name}.asc",
+            f"COPY {rel}/{name}.sources /etc/apt/sources.list.d/{name}.sources",
+        ]
+    lines += [
+        "RUN apt-get update \\",
+        " && apt-get install -y --no-install-recommends \\",
+        *(f"        '{package}' \\" for package in svc.apt_packages),
+        " && rm -rf /var/lib/apt/lists/*",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def dockerfile(svc: ServiceDir) -> str:
@@ -100,6 +155,7 @@ def dockerfile(svc: ServiceDir) -> str:
         "@HEALTH_URL@": f"http://127.0.0.1:{svc.port}{svc.health_path}",
         "@HEALTH_NOTE@": note,
         "@EXTRA_ENV@": env,
+        "@APT_PACKAGES@": apt_block(svc),
     }.items():
         text = text.replace(key, value)
     leftover = re.findall(r"@[A-Z_]+@", text)

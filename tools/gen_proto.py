@@ -8,6 +8,11 @@
   endpoint (queue group ``q``), the durable command channel on stream CCC_COMMANDS, the
   command result events, operation events and lifecycle events on CCC_EVENTS.
 
+An endpoint whose handler returns ``ccc.common.Binary`` answers with raw bytes, not JSON:
+its reply message says so (``contentType: application/octet-stream``, a binary string
+payload, the real media type in the ``Content-Type`` header) and gets no JSON Schema file.
+A handler annotated ``Model | Binary`` gets both reply messages: the JSON one and the binary.
+
 Output is deterministic (sorted keys, stable file names) so ``git diff --exit-code proto/``
 is the drift check. Files of a service or model that no longer exists are removed.
 A service directory without a ``service`` module (the gateway) gets no document.
@@ -23,16 +28,24 @@ import pkgutil
 import re
 import shutil
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, TypeAdapter
 
+from ccc.common import Binary
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 QUEUE_GROUP = "q"  # nats.micro's default queue group, used by ccc.common.Service
 COMMON_PREFIX = "ccc.common.contracts"
+# A Binary reply's contentType: the handler picks the real media type per answer (audio/mpeg,
+# text/plain, ...) and sends it in the Content-Type header, as the gateway's OpenAPI says.
+BINARY_CONTENT_TYPE = "application/octet-stream"
+NO_JSON = object()  # split_binary: the answer is never JSON
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -48,6 +61,25 @@ def dump_json(data: Any) -> str:
 
 def camel(op: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[._]", op))
+
+
+def split_binary(response_type: Any) -> tuple[Any, bool]:
+    """(the JSON part of an endpoint's answer, whether it may answer ``Binary``).
+
+    ``Binary`` -> (NO_JSON, True); ``Model | Binary`` -> (Model, True); ``A | B | Binary``
+    -> (A | B, True); anything else -> (itself, False).
+    """
+    if response_type is Binary:
+        return NO_JSON, True
+    if typing.get_origin(response_type) not in (typing.Union, types.UnionType):
+        return response_type, False
+    args = typing.get_args(response_type)
+    if Binary not in args:
+        return response_type, False
+    rest = tuple(a for a in args if a is not Binary)
+    if not rest:
+        return NO_JSON, True
+    return (rest[0] if len(rest) == 1 else typing.Union[rest]), True  # noqa: UP007
 
 
 def model_schema(model: Any, mode: str, schema_id: str, title: str | None = None) -> dict[str, Any]:
@@ -179,26 +211,58 @@ def service_documents(
         messages[name] = msg
         return {"$ref": f"#/components/messages/{name}"}
 
+    def binary_message(name: str, summary: str) -> dict[str, str]:
+        messages[name] = {
+            "name": name,
+            "title": name,
+            "summary": summary,
+            "description": "Raw bytes, not JSON: the body is the answer as it is. The header "
+            "Content-Type names its media type (application/octet-stream unless the handler "
+            "names another).",
+            "contentType": BINARY_CONTENT_TYPE,
+            "headers": {"$ref": "#/components/schemas/BinaryReplyHeaders"},
+            "payload": {"$ref": "#/components/schemas/BinaryPayload"},
+        }
+        return {"$ref": f"#/components/messages/{name}"}
+
     error = message(
         "Problem",
         "#/components/schemas/Problem",
         "RFC 9457 problem; headers Nats-Service-Error and Nats-Service-Error-Code",
     )
+    any_binary = False
     for op in ops:
         spec = service.specs[op]
         key = spec.name
         req_ref = ref_for(spec.request_model, "validation", camel(op) + "Request")
         request = message(f"{key}.request", req_ref, f"Request of {domain}.{op}", headers=True)
+        json_type, binary = (None, False) if spec.operation else split_binary(spec.response_type)
+        reply_messages: dict[str, Any] = {}
         if spec.operation:
-            reply_ref = "../common/Operation.schema.json"
-            reply_summary = "202: the operation record; the result comes as an operation event"
-        elif spec.response_type is None:
-            reply_ref = "#/components/schemas/Any"
-            reply_summary = "Any JSON"
+            reply_messages["reply"] = message(
+                f"{key}.reply",
+                "../common/Operation.schema.json",
+                "202: the operation record; the result comes as an operation event",
+            )
+        elif json_type is None:
+            reply_messages["reply"] = message(
+                f"{key}.reply", "#/components/schemas/Any", "Any JSON"
+            )
+        elif json_type is NO_JSON:
+            reply_messages["reply"] = binary_message(f"{key}.reply", f"Reply of {domain}.{op}")
         else:
-            reply_ref = ref_for(spec.response_type, "serialization", camel(op) + "Response")
-            reply_summary = f"Reply of {domain}.{op}"
-        reply = message(f"{key}.reply", reply_ref, reply_summary)
+            reply_ref = ref_for(json_type, "serialization", camel(op) + "Response")
+            reply_messages["reply"] = message(
+                f"{key}.reply",
+                reply_ref,
+                f"Reply of {domain}.{op}" + (" (JSON; or raw bytes, see binary)" if binary else ""),
+            )
+            if binary:
+                reply_messages["binary"] = binary_message(
+                    f"{key}.reply.binary", f"Reply of {domain}.{op} as raw bytes"
+                )
+        any_binary = any_binary or binary
+        reply_messages["error"] = error
         channels[key] = {
             "address": spec.subject,
             "title": f"{domain}.{op}",
@@ -208,7 +272,7 @@ def service_documents(
         channels[f"{key}.reply"] = {
             "address": None,
             "description": "The requester's inbox (NATS reply subject).",
-            "messages": {"reply": reply, "error": error},
+            "messages": reply_messages,
         }
         operation: dict[str, Any] = {
             "action": "receive",
@@ -218,8 +282,7 @@ def service_documents(
             "reply": {
                 "channel": {"$ref": f"#/channels/{key}.reply"},
                 "messages": [
-                    {"$ref": f"#/channels/{key}.reply/messages/reply"},
-                    {"$ref": f"#/channels/{key}.reply/messages/error"},
+                    {"$ref": f"#/channels/{key}.reply/messages/{name}"} for name in reply_messages
                 ],
             },
             "bindings": {"nats": {"queue": QUEUE_GROUP, "bindingVersion": "0.1.0"}},
@@ -300,6 +363,67 @@ def service_documents(
             "x-ccc-stream": "CCC_EVENTS",
         }
 
+    schemas: dict[str, Any] = {
+        "Any": {"description": "Any JSON value"},
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details",
+            "properties": {
+                k: {"type": t}
+                for k, t in (
+                    ("type", "string"),
+                    ("title", "string"),
+                    ("status", "integer"),
+                    ("detail", "string"),
+                    ("instance", "string"),
+                    ("errors", "array"),
+                )
+            },
+            "required": ["status", "title"],
+        },
+        "RequestHeaders": {
+            "type": "object",
+            "description": "NATS headers the runtime reads",
+            "properties": {
+                "traceparent": {"type": "string"},
+                "Ccc-Caller": {"type": "string"},
+                "Ccc-Roles": {"type": "string", "description": "comma-separated"},
+                "Ccc-Params": {"type": "string", "description": "JSON of path/query"},
+                "Nats-Msg-Id": {"type": "string", "description": "idempotency key"},
+                "Ccc-Correlation-Id": {"type": "string"},
+            },
+        },
+        "Lifecycle": {
+            "type": "object",
+            "properties": {
+                "service": {"type": "string"},
+                "version": {"type": "string"},
+                "instance": {"type": "string"},
+            },
+            "required": ["service", "instance"],
+        },
+    }
+    if any_binary:
+        # The body is the bytes themselves, not a JSON string: ``format: binary`` is the
+        # AsyncAPI/OpenAPI 3.0 idiom for that (``contentEncoding`` would mean bytes encoded
+        # inside a JSON string, base64 and the like, which these replies are not).
+        schemas["BinaryPayload"] = {
+            "type": "string",
+            "format": "binary",
+            "description": "Raw bytes (ccc.common.Binary); the media type is in Content-Type",
+        }
+        schemas["BinaryReplyHeaders"] = {
+            "type": "object",
+            "description": "NATS headers of a raw-bytes reply",
+            "properties": {
+                "Content-Type": {
+                    "type": "string",
+                    "description": "media type of the bytes (audio/mpeg, text/plain, ...)",
+                    "pattern": Binary.model_json_schema()["properties"]["content_type"]["pattern"],
+                },
+            },
+            "required": ["Content-Type"],
+        }
     doc = {
         "asyncapi": "3.0.0",
         "id": f"urn:ccc:{domain}",
@@ -321,46 +445,7 @@ def service_documents(
         "operations": operations,
         "components": {
             "messages": messages,
-            "schemas": {
-                "Any": {"description": "Any JSON value"},
-                "Problem": {
-                    "type": "object",
-                    "description": "RFC 9457 problem details",
-                    "properties": {
-                        k: {"type": t}
-                        for k, t in (
-                            ("type", "string"),
-                            ("title", "string"),
-                            ("status", "integer"),
-                            ("detail", "string"),
-                            ("instance", "string"),
-                            ("errors", "array"),
-                        )
-                    },
-                    "required": ["status", "title"],
-                },
-                "RequestHeaders": {
-                    "type": "object",
-                    "description": "NATS headers the runtime reads",
-                    "properties": {
-                        "traceparent": {"type": "string"},
-                        "Ccc-Caller": {"type": "string"},
-                        "Ccc-Roles": {"type": "string", "description": "comma-separated"},
-                        "Ccc-Params": {"type": "string", "description": "JSON of path/query"},
-                        "Nats-Msg-Id": {"type": "string", "description": "idempotency key"},
-                        "Ccc-Correlation-Id": {"type": "string"},
-                    },
-                },
-                "Lifecycle": {
-                    "type": "object",
-                    "properties": {
-                        "service": {"type": "string"},
-                        "version": {"type": "string"},
-                        "instance": {"type": "string"},
-                    },
-                    "required": ["service", "instance"],
-                },
-            },
+            "schemas": schemas,
         },
         "x-ccc-streams": {
             "CCC_COMMANDS": {

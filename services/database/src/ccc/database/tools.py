@@ -40,6 +40,28 @@ def binary(name: str) -> str:
     )
 
 
+PG_LIB = Path("/usr/lib/postgresql")
+"""Debian's layout for PostgreSQL clients installed side by side: <major>/bin/pg_dump."""
+
+
+def pg_binary(name: str, server_major: int) -> str:
+    """pg_dump or pg_restore for a server of this major version.
+
+    With several ``postgresql-client-<major>`` installed (the service image carries 16 and
+    18), the oldest major at least the server's: pg_dump refuses a newer server, and
+    pg_restore from 17 on opens with ``SET transaction_timeout``, which servers before 17
+    reject. /usr/bin/pg_dump (Debian's pg_wrapper) would take the newest for any remote
+    host. With ``CCC_TOOLS_DIR`` set, or no such client, :func:`binary` decides.
+    """
+    if settings.tools_dir is None and PG_LIB.is_dir():
+        majors = sorted(int(d.name) for d in PG_LIB.iterdir() if d.name.isdigit())
+        for major in majors:
+            candidate = PG_LIB / str(major) / "bin" / name
+            if major >= server_major and candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return binary(name)
+
+
 class HashingReader(io.RawIOBase):
     """Wraps a pipe: counts bytes and hashes them while the object store reads."""
 

@@ -15,7 +15,7 @@ from ccc.common import BadRequest, Conflict, Internal, Invalid, NotFound, Unavai
 
 from ..models import Credential, DatabaseSize, Grant, Health, LockWait, Performance, SlowQuery
 from ..settings import settings
-from ..tools import ToolFailed, binary, run
+from ..tools import ToolFailed, pg_binary, run
 from .base import DumpPlan, Target, generate_password, scratch_name, stale_scratch
 
 
@@ -187,11 +187,12 @@ class Postgres:
         """pg_dump in the snapshot in which the rows were counted, so verification
         compares the backup with exactly the state it holds."""
         assert db is not None
-        argv = [binary("pg_dump"), "-Fc", *_conn_args(t, db)]
         async with (
             connect(t, db) as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
+            major = conn.get_server_version().major
+            argv = [pg_binary("pg_dump", major), "-Fc", *_conn_args(t, db)]
             snapshot = await conn.fetchval("select pg_export_snapshot()")
             counts = await _count_rows(conn)
             yield DumpPlan(
@@ -205,8 +206,10 @@ class Postgres:
         self, t: Target, db: str | None, path: Path, workdir: Path, owner: str | None, replace: bool
     ) -> None:
         assert db is not None
+        async with connect(t) as conn:
+            major = conn.get_server_version().major
         argv = [
-            binary("pg_restore"),
+            pg_binary("pg_restore", major),
             *_conn_args(t, db),
             "--no-owner",
             "--no-acl",
@@ -227,9 +230,10 @@ class Postgres:
         """Restore into a throwaway database, yield its row counts, drop it."""
         name = scratch_name()
         async with connect(t) as conn:
+            major = conn.get_server_version().major
             await conn.execute(f"create database {quote_ident(name)}")
         try:
-            argv = [binary("pg_restore"), *_conn_args(t, name), "--no-owner", "--no-acl",
+            argv = [pg_binary("pg_restore", major), *_conn_args(t, name), "--no-owner", "--no-acl",
                     "--exit-on-error", "--single-transaction", str(path)]  # fmt: skip
             try:
                 await run(argv, _env(t), workdir)
