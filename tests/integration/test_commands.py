@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -65,6 +67,24 @@ async def test_command_failure_is_published_with_the_problem(nats_url, service_n
     assert results[0]["correlation_id"] == "bad-1"
     assert results[0]["error"]["status"] == 422
     assert results[0]["error"]["errors"][0]["loc"] == "counter"
+
+
+async def test_command_with_a_binary_answer_publishes_it_as_base64_with_its_media_type(
+    nats_url, service_name
+):
+    async with running(build(service_name), nats_url):
+        nc = await nats.connect(nats_url)
+        results = await _collect(nc, f"ccc.evt.{service_name}.wave.>")
+        await nc.jetstream().publish(
+            f"ccc.cmd.{service_name}.wave", b'{"ticks": 5}', headers={"Nats-Msg-Id": "w-1"}
+        )
+        await wait_until(lambda: results)
+        await nc.close()
+    assert results[0]["subject"].endswith(".wave.completed")
+    result = results[0]["result"]
+    assert result["content_type"] == "audio/wav" and result["size"] == 9
+    assert base64.b64decode(result["data_base64"]) == b"RIFF" + bytes(range(5))
+    assert result["sha256"] == hashlib.sha256(b"RIFF" + bytes(range(5))).hexdigest()
 
 
 async def test_command_redelivered_after_crash_completes(nats_url, service_name, tmp_path):

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from pydantic import BaseModel, Field
 
-from ccc.common import Context, Service, subjects, tracing
+from ccc.common import Binary, Context, Service, subjects, tracing
 from ccc.common.endpoint import build_spec
 from ccc.common.errors import (
     BadRequest,
@@ -86,6 +86,25 @@ def test_spec_reads_models_route_and_docstring():
     assert meta["roles"] == "reader" and meta["http"].startswith("POST ")
     assert '"size"' in meta["request_schema"] and '"ok"' in meta["response_schema"]
     assert s.description.startswith("Does a thing.")
+
+
+async def either(req: Req, ctx: Context) -> Resp | Binary:
+    """JSON or bytes."""
+    return Resp(ok=True)
+
+
+async def raw_bytes(req: Req, ctx: Context) -> Binary:
+    """Bytes."""
+    return Binary(data=b"x", content_type="text/plain")
+
+
+def test_binary_answers_are_announced_as_such():
+    options = {"http": None, "roles": ("reader",), "timeout": 5, "operation": False}
+    only = build_spec("demo", "raw", raw_bytes, resumable=False, **options).metadata()
+    assert only["response_content"] == "binary" and "response_schema" not in only
+    mixed = build_spec("demo", "either", either, resumable=False, **options).metadata()
+    assert mixed["response_content"] == "json-or-binary"
+    assert '"ok"' in mixed["response_schema"] and "content_type" not in mixed["response_schema"]
 
 
 def test_decoding_merges_params_and_names_fields():

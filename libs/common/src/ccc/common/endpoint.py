@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,10 @@ class EndpointSpec:
         if self.response_type is Binary:
             meta["response_content"] = "binary"
         elif self.response_type is not None and not self.operation:
-            meta["response_schema"] = json.dumps(self.response_adapter.json_schema())
+            json_part = json_answer_type(self.response_type)
+            if json_part is not self.response_type:  # ``Model | Binary``: either kind
+                meta["response_content"] = "json-or-binary"
+            meta["response_schema"] = json.dumps(TypeAdapter(json_part).json_schema())
         return meta
 
     @property
@@ -103,6 +107,18 @@ class EndpointSpec:
         if self.response_type is None:
             return json.dumps(result, default=str).encode()
         return self.response_adapter.dump_json(result)
+
+
+def json_answer_type(response_type: Any) -> Any:
+    """The JSON part of an answer type: ``Model | Binary`` gives ``Model``; a type
+    without ``Binary`` is returned as it is."""
+    members = typing.get_args(response_type)
+    if typing.get_origin(response_type) not in (typing.Union, types.UnionType):
+        return response_type
+    rest = tuple(m for m in members if m is not Binary)
+    if len(rest) == len(members):
+        return response_type
+    return rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007 - built at run time
 
 
 def validation_error(exc: ValidationError) -> BadRequest | Invalid:

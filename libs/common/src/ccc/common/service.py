@@ -13,7 +13,9 @@ back-pressure we want.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -464,7 +466,7 @@ class Service:
                     raise NotFound(f"{self.name} has no endpoint {op!r}")
                 try:
                     async with asyncio.timeout(spec.timeout):
-                        body, status, _ = await self._execute(
+                        body, status, content_type = await self._execute(
                             spec, msg.data, headers, span, correlation_id=correlation_id
                         )
                 except TimeoutError as exc:
@@ -479,9 +481,26 @@ class Service:
                 await msg.ack()
                 return
             if status != 202:  # an operation reports its own completion when it ends
+                if content_type is not None:
+                    body = self._binary_summary(body, content_type)
                 await self._command_result(op, correlation_id, result=body)
             COMMANDS.labels(self.name, "completed").inc()
             await msg.ack()
+
+    def _binary_summary(self, data: bytes, content_type: str) -> bytes:
+        """A ``Binary`` answer inside a JSON event: base64 with its media type and digest,
+        or, when that would not fit in one bus message, the digest alone (the bytes are
+        for request-reply callers; an event is not a file transfer)."""
+        summary: dict[str, Any] = {
+            "content_type": content_type,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        if len(data) * 4 // 3 + 1024 < self.nc.max_payload:
+            summary["data_base64"] = base64.b64encode(data).decode()
+        else:
+            summary["omitted"] = "too large for an event; call the endpoint for the bytes"
+        return json.dumps(summary).encode()
 
     async def _command_result(
         self,

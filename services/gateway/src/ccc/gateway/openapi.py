@@ -81,17 +81,25 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
     elif route.binary:
         op["responses"]["200"] = {
             "description": "OK: raw bytes; Content-Type says which media type",
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
+            "content": {"application/octet-stream": {"schema": BINARY}},
         }
     else:
         response = route.response_schema or {}
+        content: dict[str, Any] = {
+            "application/json": {"schema": _hoist(response, route.domain, components)}
+        }
+        if route.maybe_binary:
+            content["application/octet-stream"] = {"schema": BINARY}
         op["responses"]["200"] = {
-            "description": "OK",
-            "content": {"application/json": {"schema": _hoist(response, route.domain, components)}},
+            "description": "OK: JSON, or raw bytes for some requests (Content-Type says which)"
+            if route.maybe_binary
+            else "OK",
+            "content": content,
         }
     return op
+
+
+BINARY = {"type": "string", "format": "binary"}
 
 
 def build(base: dict[str, Any], table: RouteTable) -> dict[str, Any]:

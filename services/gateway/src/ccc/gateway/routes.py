@@ -45,6 +45,9 @@ class Route:
     description: str = ""
     streams: bool = False
     binary: bool = False
+    """The answer is raw bytes with their own Content-Type."""
+    maybe_binary: bool = False
+    """The answer is JSON or, for some requests, raw bytes (``Model | Binary``)."""
     request_schema: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     response_schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     pattern: re.Pattern[str] | None = field(default=None, compare=False, hash=False)
@@ -94,6 +97,7 @@ def routes_of(service: ServiceSummary) -> list[Route]:
                 description=meta.get("description", ""),
                 streams=meta.get("stream") == "sse",
                 binary=meta.get("response_content") == "binary",
+                maybe_binary=meta.get("response_content") == "json-or-binary",
                 request_schema=request_schema,
                 response_schema=response_schema,
                 pattern=_compile(path),
