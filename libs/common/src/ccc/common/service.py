@@ -228,6 +228,8 @@ class Service:
                 )
             )
         self._micro_endpoints = {ep._name: ep for ep in self._micro._endpoints}
+        for spec in self.specs.values():
+            self._skip_micro_wrapper(spec, self._micro_endpoints[spec.name])
         self._metrics = {op: EndpointMetrics(self.name, op) for op in self.specs}
         IN_FLIGHT.labels(self.name).set_function(lambda: self._slots.busy)
 
@@ -316,6 +318,23 @@ class Service:
             await self._workers.submit((spec, request._msg), spec.timeout)
 
         return dispatch
+
+    def _skip_micro_wrapper(self, spec: EndpointSpec, endpoint: Any) -> None:
+        """Hand messages straight to the workers. micro wraps each one in a ``Request``
+        and times the call, which here only measures the hand-over; the runtime keeps
+        the endpoint's request count, errors and processing time itself (``_serve``).
+        These are nats-py internals, hence the ``nats-py==2.16.*`` pin; should they
+        change, the endpoint keeps working through micro's own wrapper."""
+        subscription = getattr(endpoint, "_subscription", None)
+        if subscription is None or not hasattr(endpoint, "_num_requests"):
+            return
+        submit = self._workers.submit
+
+        async def dispatch(msg: Msg) -> None:
+            endpoint._num_requests += 1
+            await submit((spec, msg), spec.timeout)
+
+        subscription._cb = dispatch
 
     def _serve_job(self, job: tuple[EndpointSpec, Msg]) -> Awaitable[None]:
         return self._serve(*job)

@@ -6,6 +6,7 @@ places where two instances may write the same key; a lost race is a ``Conflict``
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,13 +24,14 @@ from nats.js.errors import (
 from nats.js.errors import (
     BucketNotFoundError as BucketNotFound,
 )
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import BaseModel
 
-from .errors import Conflict
+from .errors import Conflict, Unavailable
 
 M = TypeVar("M", bound=BaseModel)
+SNAPSHOT_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -92,29 +94,55 @@ class StateStore:
     async def delete(self, key: str) -> None:
         await self.kv.delete(key)
 
-    async def keys(self, prefix: str = "") -> list[str]:
-        """Keys under ``prefix`` (a dotted prefix like ``operation.``), filtered by the
-        server through a watch on ``<prefix>>``. (nats-py's ``keys(filters=...)``
-        matches substrings on the client after fetching every key.)"""
-        watcher = await self.kv.watch(
-            f"{prefix}>" if prefix else ">", ignore_deletes=True, meta_only=True
-        )
-        keys: list[str] = []
+    async def snapshot(self, prefix: str = "", *, values: bool = True) -> list[KeyValue.Entry]:
+        """Every live key under ``prefix`` (a dotted prefix like ``run.``) with its latest
+        value (only the key and revision when ``values`` is false), as of now.
+
+        A watch of ``<prefix>>`` with one message per key, filtered by the server
+        (nats-py's ``keys(filters=...)`` matches substrings on the client after fetching
+        every key). The snapshot ends with the entry the server had nothing pending
+        after. nats-py's own end marker (``None``) is not trusted when it comes first:
+        when the entries reach the client before the watch's consumer-info call returns,
+        it is put ahead of them (seen under load: a listing of runs came back empty),
+        so a leading marker ends the snapshot only when the stream holds no such key.
+        """
+        watcher = await self.kv.watch(f"{prefix}>" if prefix else ">", meta_only=not values)
+        found: list[KeyValue.Entry] = []
+        received = 0
         try:
-            async for entry in watcher:
-                if entry is None:  # the end of what exists now
-                    break
-                if entry.key.startswith(prefix):
-                    keys.append(entry.key)
+            async with asyncio.timeout(SNAPSHOT_TIMEOUT):
+                async for entry in watcher:
+                    if entry is None:
+                        if received or not await self._holds_any(prefix):
+                            break
+                        continue  # an early marker: the entries are on their way
+                    received += 1
+                    if entry.operation not in (KV_DEL, KV_PURGE) and entry.key.startswith(prefix):
+                        found.append(entry)
+                    if not entry.delta:
+                        break
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"listing {prefix or 'all'} keys took over {SNAPSHOT_TIMEOUT}s"
+            ) from exc
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        return sorted(keys)
+        return found
+
+    async def _holds_any(self, prefix: str) -> bool:
+        """Whether the bucket's stream holds any message under ``prefix``."""
+        kv: Any = self.kv  # the stream name and subject prefix are nats-py internals
+        info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{prefix}>")
+        return bool(info.state.subjects)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted."""
+        return sorted(e.key for e in await self.snapshot(prefix, values=False))
 
     async def items(self, prefix: str = "") -> AsyncIterator[Entry]:
-        for key in await self.keys(prefix):
-            e = await self.entry(key)
-            if e is not None:
-                yield e
+        for e in sorted(await self.snapshot(prefix), key=lambda e: e.key):
+            if e.value is not None:
+                yield Entry(e.key, json.loads(e.value), e.revision or 0)
 
 
 class Blobs:

@@ -279,17 +279,11 @@ class Engine:
         marks. Every instance may do it: deleting twice is harmless."""
         horizon = time.time() - self.settings.workflow_run_retention_days * 86400
         old: list[str] = []
-        watcher = await self.state.kv.watch("run.>", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                record = json.loads(entry.value or b"{}")
-                finished = record.get("finished_at")
-                if record.get("status") in RUN_DONE and finished and finished < horizon:
-                    old.append(record["id"])
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for entry in await self.state.snapshot("run."):
+            record = json.loads(entry.value or b"{}")
+            finished = record.get("finished_at")
+            if record.get("status") in RUN_DONE and finished and finished < horizon:
+                old.append(record["id"])
         approvals = set(await self.state.keys("approval.")) if old else set()
         for run_id in old:
             await self.state.kv.purge(run_key(run_id))

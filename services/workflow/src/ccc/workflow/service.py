@@ -222,33 +222,29 @@ def create_service(
     async def list_runs(req: RunList, ctx: Context) -> RunPage:
         """Runs, newest first, optionally of one workflow or in one status."""
         engine = rt.require()
-        watcher = await engine.state.kv.watch("run.>", ignore_deletes=True)
         found: list[RunSummary] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                run = Run.model_validate_json(entry.value)
-                if (req.workflow and run.workflow != req.workflow) or (
-                    req.status and run.status != req.status
-                ):
-                    continue
-                done, total = run.progress()
-                found.append(
-                    RunSummary(
-                        id=run.id,
-                        workflow=run.workflow,
-                        version=run.version,
-                        status=run.status,
-                        created_at=run.created_at,
-                        finished_at=run.finished_at,
-                        done=done,
-                        total=total,
-                        error=run.error,
-                    )
+        for entry in await engine.state.snapshot("run."):
+            if entry.value is None:
+                continue
+            run = Run.model_validate_json(entry.value)
+            if (req.workflow and run.workflow != req.workflow) or (
+                req.status and run.status != req.status
+            ):
+                continue
+            done, total = run.progress()
+            found.append(
+                RunSummary(
+                    id=run.id,
+                    workflow=run.workflow,
+                    version=run.version,
+                    status=run.status,
+                    created_at=run.created_at,
+                    finished_at=run.finished_at,
+                    done=done,
+                    total=total,
+                    error=run.error,
                 )
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            )
         found.sort(key=lambda r: r.created_at, reverse=True)
         return RunPage(runs=found[: req.limit])
 
