@@ -7,10 +7,11 @@ from __future__ import annotations
 import io
 import wave
 
+import httpx
 import openai
 import pytest
 
-from ccc.common.testing import refresh_catalog
+from ccc.common.testing import refresh_catalog, wait_until
 
 from .conftest import ai_instance, fakes_module, unique
 from .test_openai_client import client
@@ -86,6 +87,32 @@ async def test_transcription_and_speech_through_the_gateway(
                 model="tts-fake", voice="alloy", input="hello", stream_format="sse"
             )
         assert "stream_format sse is not supported" in unstreamed.value.message
+
+
+async def test_audio_calls_are_accounted_to_the_key(
+    nats_url: str, gateway: dict[str, str], fake
+) -> None:
+    name = unique("metered")
+    _, url = await fake(name, ["whisper-fake", "tts-fake"], audio=True)
+    caps = {"capabilities": ["audio_transcription", "speech"]}
+    admin = {"Authorization": f"Bearer {gateway['admin_key']}"}
+    config = {"providers": [provider(name, url, ["whisper-fake", "tts-fake"], **caps)]}
+    async with ai_instance(nats_url, config), httpx.AsyncClient(base_url=gateway["url"]) as http:
+        await refresh_catalog()
+        created = await http.post(
+            "/v1/keys", json={"name": unique("listener"), "roles": ["reader"]}, headers=admin
+        )
+        key = created.json()
+        ai = client(gateway, key["key"])
+        await ai.audio.transcriptions.create(model="whisper-fake", file=("a.wav", AUDIO))
+        await ai.audio.speech.create(model="tts-fake", voice="alloy", input="hello")
+        own = {"Authorization": f"Bearer {key['key']}"}
+
+        async def counted() -> bool:
+            usage = await http.get(f"/v1/ai/usage/{key['id']}", headers=own)
+            return bool(usage.json()["requests"] == 2)
+
+        await wait_until(counted, timeout=5)
 
 
 async def test_audio_fails_over_to_the_next_provider(

@@ -294,8 +294,9 @@ class ModelGateway:
         fallbacks: int = 0,
     ) -> None:
         usage = usage or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
+        # Chat and embeddings say prompt/completion; the audio models say input/output.
+        prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
         total = int(usage.get("total_tokens") or prompt + completion)
         config = dep.provider.config
         price = costs.cost(
@@ -395,7 +396,8 @@ class ModelGateway:
         self, req: TranscriptionRequest, key_id: str | None
     ) -> Transcription | Binary:
         """JSON (json, verbose_json) as a ``Transcription``; text, srt and vtt as the
-        provider's text with its media type. Audio calls are not in usage events yet."""
+        provider's text with its media type. Accounted like any call: tokens where the
+        provider reports them (gpt-4o-transcribe does; whisper reports seconds, so 0)."""
         self.offering("audio_transcription")
         resolved = self.resolve(req.model, "audio_transcription")
         if req.stream:
@@ -423,10 +425,19 @@ class ModelGateway:
             out["model"] = dep.model
             return out
 
-        _, answer, _, _ = await self._call(
+        dep, answer, elapsed, fallbacks = await self._call(
             resolved,
             "audio_transcription",
             lambda d: d.provider.transcriptions(fields(d), upload),
+        )
+        self.account(
+            key_id=key_id,
+            requested=req.model,
+            dep=dep,
+            capability="audio_transcription",
+            usage=None if isinstance(answer, Raw) else answer.get("usage"),
+            elapsed=elapsed,
+            fallbacks=fallbacks,
         )
         if isinstance(answer, Raw):
             return Binary(data=answer.data, content_type=answer.content_type)
@@ -450,7 +461,18 @@ class ModelGateway:
             out["model"] = dep.model
             return out
 
-        _, answer, _, _ = await self._call(resolved, "speech", lambda d: d.provider.speech(body(d)))
+        dep, answer, elapsed, fallbacks = await self._call(
+            resolved, "speech", lambda d: d.provider.speech(body(d))
+        )
+        self.account(  # a call, with no tokens: providers price speech per character
+            key_id=key_id,
+            requested=req.model,
+            dep=dep,
+            capability="speech",
+            usage=None,
+            elapsed=elapsed,
+            fallbacks=fallbacks,
+        )
         media = answer.content_type
         if not MEDIA_TYPE.match(media) or media == "application/octet-stream":
             media = SPEECH_MEDIA[req.response_format or "mp3"]

@@ -181,7 +181,7 @@ class UsageEvent(BaseModel):
     model: str
     provider: str
     provider_model: str
-    capability: Literal["chat", "embeddings", "images"]
+    capability: Literal["chat", "embeddings", "images", "audio_transcription", "speech"]
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
