@@ -48,6 +48,18 @@ def test_batching_and_order_do_not_change_a_vector(embedder: LocalEmbedder) -> N
     assert float(together[42] @ alone[0]) > 0.9999
 
 
+def test_long_and_short_texts_in_one_request_match_each_alone(embedder: LocalEmbedder) -> None:
+    """Batches are cut by token count and padded to their own longest text: padding
+    and the cut must not leak into any vector, whatever the mix (up to truncation)."""
+    texts = ["hi", "word " * 300, "a medium sentence about rockets and markets", "", "x " * 120]
+    together, tokens = embedder.embed(texts)
+    assert together.shape == (5, 384)
+    assert tokens == embedder.count_tokens(texts)
+    for i, text in enumerate(texts):
+        alone, _ = embedder.embed([text])
+        assert float(together[i] @ alone[0]) > 0.9999, text[:20]
+
+
 async def test_embeddings_endpoint_serves_the_local_model(nats_url: str) -> None:
     async with ai_instance(nats_url, {}, local_embeddings=True) as svc:
         bus = Bus(svc.nc)

@@ -35,7 +35,7 @@ class LocalEmbeddingsProvider(Provider):
             ProviderConfig(name=LOCAL_EMBEDDINGS, kind="local-embeddings", models=[MODEL_ID])
         )
         self.embedder = LocalEmbedder()
-        # onnxruntime already uses every core for one batch: run one batch at a time.
+        # embed() already runs one batch per core: one request at a time, or they oversubscribe.
         self._gate = asyncio.Semaphore(1)
 
     async def start(self) -> None:
