@@ -68,12 +68,15 @@ class Workers(Generic[Job]):
         self._workers: list[_Worker] = []
         self._by_task: dict[asyncio.Task[None], _Worker] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None]  # a future already done: "go on at once"
         self.busy = 0
         self._all_idle = asyncio.Event()
         self._all_idle.set()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._ready.set_result(None)
         for _ in range(self.size):
             worker = _Worker()
             worker.task = loop.create_task(self._run(worker))
@@ -81,17 +84,24 @@ class Workers(Generic[Job]):
             self._workers.append(worker)
         self._sweeper = loop.create_task(self._sweep())
 
-    async def submit(self, job: Job, timeout: float) -> None:
-        """Queue ``job`` to run within ``timeout`` seconds of its start. Waits (so the
-        caller stops reading new work) while the backlog is as long as the pool."""
-        while len(self._backlog) >= self.size:
-            waiter = asyncio.get_running_loop().create_future()
-            self._full.append(waiter)
-            await waiter
+    def offer(self, job: Job, timeout: float) -> asyncio.Future[None]:
+        """Queue ``job`` to run within ``timeout`` seconds of its start, and return what
+        the caller should await before offering more: done at once, or, once the backlog
+        is longer than the pool, when a worker takes from it (so the caller stops reading
+        new work). A plain function returning a future rather than a coroutine: this runs
+        once per request, and a coroutine per call costs more than the rest of it."""
         self._backlog.append((job, timeout))
         self._all_idle.clear()
         if not self._waking and self._idle:
             self._wake_one()
+        if len(self._backlog) <= self.size:
+            return self._ready
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._full.append(waiter)
+        return waiter
+
+    async def submit(self, job: Job, timeout: float) -> None:
+        await self.offer(job, timeout)
 
     def expired(self) -> bool:
         """Whether the current task is a worker whose job the sweeper cancelled."""
