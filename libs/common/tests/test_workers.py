@@ -126,3 +126,24 @@ def test_fast_metrics_expose_prometheus_families() -> None:
     assert 'ccc_test_seconds_bucket{kind="x",le="1.0"} 3.0' in text
     assert 'ccc_test_seconds_bucket{kind="x",le="+Inf"} 4.0' in text
     assert 'ccc_test_seconds_count{kind="x"} 4.0' in text
+
+
+async def test_a_context_variable_set_by_one_job_is_not_seen_by_the_next() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("leaky", default="unset")
+    seen: list[str] = []
+
+    async def serve(job: str) -> None:
+        seen.append(var.get())
+        var.set(job)  # no reset: a task per request never leaked this; a worker must not
+        await asyncio.sleep(0)
+        seen.append(var.get())
+
+    pool: Workers[str] = Workers(1, serve, Slots(1))
+    pool.start()
+    for job in ("a", "b"):
+        await pool.submit(job, 5.0)
+    await pool.drain(1.0)
+    assert seen == ["unset", "a", "unset", "b"]
+    await pool.stop()

@@ -22,7 +22,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -336,7 +336,7 @@ class Service:
 
         subscription._cb = dispatch
 
-    def _serve_job(self, job: tuple[EndpointSpec, Msg]) -> Awaitable[None]:
+    def _serve_job(self, job: tuple[EndpointSpec, Msg]) -> Coroutine[Any, Any, None]:
         return self._serve(*job)
 
     async def _serve(self, spec: EndpointSpec, msg: Msg) -> None:

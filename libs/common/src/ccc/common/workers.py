@@ -24,16 +24,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Generic, TypeVar
 
 from .slots import Slots
 
 log = logging.getLogger("ccc.workers")
 
 Job = TypeVar("Job")
+
+
+class _InOwnContext:
+    """Await a job's coroutine with every step run in a copy of the worker's context.
+
+    A task per request gave each request its own copy of the context variables; a
+    long-lived worker would otherwise carry whatever a handler set and did not reset
+    (a ``ContextVar.set`` without its token) into every later request it serves. This
+    does, per step, what a task does (``context.run(coro.send, ...)``), while the worker
+    stays the current task, so ``asyncio.timeout`` and cancellation reach the job.
+    """
+
+    __slots__ = ("_context", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._coro = coro
+        self._context = contextvars.copy_context()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        run, coro = self._context.run, self._coro
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                pending = run(coro.send, value) if error is None else run(coro.throw, error)
+            except StopIteration:
+                return
+            try:
+                value, error = (yield pending), None
+            except BaseException as exc:  # cancellation, thrown in by the worker's task
+                value, error = None, exc
 
 
 class _Worker:
@@ -52,7 +84,7 @@ class Workers(Generic[Job]):
     def __init__(
         self,
         size: int,
-        serve: Callable[[Job], Awaitable[None]],
+        serve: Callable[[Job], Coroutine[Any, Any, None]],
         slots: Slots,
         *,
         sweep_interval: float = 0.05,
@@ -159,7 +191,7 @@ class Workers(Generic[Job]):
                 raise
             worker.deadline = loop.time() + timeout
             try:
-                await self._serve(job)
+                await _InOwnContext(self._serve(job))
             except asyncio.CancelledError:
                 if not worker.expired:
                     raise  # the pool is stopping
