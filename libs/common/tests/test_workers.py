@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from prometheus_client import generate_latest
 
@@ -146,4 +147,63 @@ async def test_a_context_variable_set_by_one_job_is_not_seen_by_the_next() -> No
         await pool.submit(job, 5.0)
     await pool.drain(1.0)
     assert seen == ["unset", "a", "unset", "b"]
+    await pool.stop()
+
+
+async def test_stop_is_not_swallowed_by_an_overdue_job_still_cleaning_up() -> None:
+    async def serve(job: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(1.0)  # cleanup after the deadline's cancel (a rollback)
+
+    pool: Workers[str] = Workers(1, serve, Slots(1), sweep_interval=0.01)
+    pool.start()
+    await pool.submit("slow", 0.05)
+    await asyncio.sleep(0.2)  # expired, now in its cleanup
+    await pool.drain(0.1)  # runs out, as Service.stop's drain would
+    await asyncio.wait_for(pool.stop(), 3.0)
+
+
+async def test_jobs_still_queued_at_stop_are_handed_to_abandon() -> None:
+    abandoned: list[str] = []
+    gate = asyncio.Event()
+
+    async def serve(job: str) -> None:
+        await gate.wait()
+
+    async def abandon(job: str) -> None:
+        abandoned.append(job)
+
+    pool: Workers[str] = Workers(1, serve, Slots(1), abandon=abandon)
+    pool.start()
+    for job in ("running", "queued-1"):
+        await pool.submit(job, 5.0)
+    await asyncio.sleep(0.01)
+    held_back = pool.offer("queued-2", 5.0)  # over the backlog's bound: its sender waits
+    assert not held_back.done()
+    await pool.drain(0.05)
+    await asyncio.wait_for(pool.stop(), 1.0)
+    assert abandoned == ["queued-1", "queued-2"]
+    assert held_back.done()  # the sender is let go, not left waiting for ever
+
+
+async def test_a_cancel_left_on_the_worker_by_one_job_is_gone_for_the_next() -> None:
+    counts: list[int] = []
+
+    async def serve(job: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        counts.append(task.cancelling())
+        if job == "leaves a cancel":
+            task.cancel()  # and swallows it: what a 3.11 TaskGroup can leave behind
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+
+    pool: Workers[str] = Workers(1, serve, Slots(1))
+    pool.start()
+    for job in ("leaves a cancel", "next"):
+        await pool.submit(job, 5.0)
+    await pool.drain(1.0)
+    assert counts == [0, 0]
     await pool.stop()

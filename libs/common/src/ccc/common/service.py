@@ -43,7 +43,7 @@ from .bus import Bus, connect, ensure_streams
 from .context import Caller, Context, ProgressSink
 from .contracts.operations import Operation, OperationGet, OperationList, OperationPage
 from .endpoint import EndpointSpec, Handler, build_spec
-from .errors import CCCError, Forbidden, Internal, NotFound, Timeout
+from .errors import CCCError, Forbidden, Internal, NotFound, Timeout, Unavailable
 from .logs import setup_logging
 from .metrics import COMMANDS, IN_FLIGHT, EndpointMetrics, serve_metrics
 from .operations import Operations
@@ -204,7 +204,9 @@ class Service:
             make_context=self._operation_context,
         )
         self._slots = Slots(self.settings.max_concurrency)
-        self._workers = Workers(self.settings.max_concurrency, self._serve_job, self._slots)
+        self._workers = Workers(
+            self.settings.max_concurrency, self._serve_job, self._slots, abandon=self._abandon
+        )
         self._workers.start()
         for hook in self._startup:
             await hook(self)
@@ -336,6 +338,17 @@ class Service:
 
         subscription._cb = dispatch
 
+    async def _abandon(self, job: tuple[EndpointSpec, Msg]) -> None:
+        """A request still queued when the drain ran out of time: say so, at once."""
+        spec, msg = job
+        if msg.reply:
+            error = Unavailable(
+                f"{self.name} is stopping; {spec.op} was not started: send it again",
+                retry_after=1.0,  # safe to repeat: nothing ran; another instance will take it
+            )
+            with contextlib.suppress(Exception):
+                await self.nc.publish(msg.reply, error.problem_bytes(), headers=error.headers())
+
     def _serve_job(self, job: tuple[EndpointSpec, Msg]) -> Coroutine[Any, Any, None]:
         return self._serve(*job)
 
@@ -423,6 +436,8 @@ class Service:
         except CCCError:
             raise
         except asyncio.CancelledError:
+            if self._workers.stopping:
+                raise Unavailable(f"{self.name} stopped before {spec.op} finished") from None
             if self._workers.expired():
                 raise Timeout(f"{self.name}.{spec.op} took longer than {spec.timeout}s") from None
             raise

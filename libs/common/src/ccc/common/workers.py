@@ -87,10 +87,13 @@ class Workers(Generic[Job]):
         serve: Callable[[Job], Coroutine[Any, Any, None]],
         slots: Slots,
         *,
+        abandon: Callable[[Job], Coroutine[Any, Any, None]] | None = None,
         sweep_interval: float = 0.05,
     ) -> None:
         self.size = size
         self._serve = serve
+        self._abandon = abandon
+        self.stopping = False
         self._slots = slots
         self._sweep_interval = sweep_interval
         self._backlog: deque[tuple[Job, float]] = deque()
@@ -101,6 +104,7 @@ class Workers(Generic[Job]):
         self._by_task: dict[asyncio.Task[None], _Worker] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None]  # a future already done: "go on at once"
+        self._dropped: list[Job] = []  # taken from the backlog, then stopped before running
         self.busy = 0
         self._all_idle = asyncio.Event()
         self._all_idle.set()
@@ -147,12 +151,26 @@ class Workers(Generic[Job]):
             await asyncio.wait_for(self._all_idle.wait(), timeout)
 
     async def stop(self) -> None:
+        """Stop at once: running jobs are cancelled (``stopping`` tells them why), and
+        each job still queued is handed to ``abandon``, so that it is answered too."""
+        self.stopping = True
+        left = [job for job, _ in self._backlog]
+        self._backlog.clear()
+        while self._full:
+            self._release_submitter()
         tasks = [w.task for w in self._workers if w.task is not None]
         if self._sweeper is not None:
             tasks.append(self._sweeper)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._abandon is not None:
+            for job in left + self._dropped:
+                try:
+                    await self._abandon(job)
+                except Exception:
+                    log.exception("request worker: answering an abandoned job failed")
+        self._dropped.clear()
 
     # -- inside ------------------------------------------------------------------------
 
@@ -168,7 +186,7 @@ class Workers(Generic[Job]):
         loop = asyncio.get_running_loop()
         task = worker.task
         assert task is not None
-        while True:
+        while not self.stopping:
             if not self._backlog:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
@@ -188,21 +206,24 @@ class Workers(Generic[Job]):
                 await self._slots.acquire()
             except BaseException:
                 self.busy -= 1
+                self._dropped.append(job)  # stopping: still answered, by stop()
                 raise
             worker.deadline = loop.time() + timeout
             try:
                 await _InOwnContext(self._serve(job))
             except asyncio.CancelledError:
-                if not worker.expired:
-                    raise  # the pool is stopping
+                if self.stopping or not worker.expired:
+                    raise
             except Exception:  # serve answers its own errors; this is a bug, not a reason to die
                 log.exception("request worker: unhandled error")
             finally:
                 worker.deadline = None
+                worker.expired = False
                 self.busy -= 1
                 self._slots.release()
-                if worker.expired:
-                    worker.expired = False
+                if not self.stopping:
+                    # The sweeper's cancel, or one a job left behind (a 3.11 TaskGroup
+                    # can): a long-lived worker must not carry it to the next job.
                     while task.cancelling():
                         task.uncancel()
                 if not self.busy and not self._backlog:
