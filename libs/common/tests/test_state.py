@@ -52,3 +52,31 @@ async def test_listings_made_while_others_write_never_come_back_short(nats_url: 
         assert all(n >= 50 for run in counts for n in run)
     finally:
         await nc.close()
+
+
+async def test_every_key_is_listed_once_while_existing_keys_are_rewritten(nats_url: str) -> None:
+    """A rewritten key loses its old message before the watch reaches it and its new one
+    comes after the point where nothing seemed pending: the listing must wait for it."""
+    nc, state = await _store(nats_url)
+    try:
+        n = 2000
+        await asyncio.gather(*(state.put(f"run.{i:05d}", {"v": 0}) for i in range(n)))
+        stop = asyncio.Event()
+
+        async def rewriter() -> None:
+            v = 0
+            while not stop.is_set():
+                v += 1
+                await asyncio.gather(
+                    *(state.put(f"run.{i:05d}", {"v": v}) for i in range(0, n, 13))
+                )
+
+        task = asyncio.create_task(rewriter())
+        try:
+            listings = [await state.keys("run.") for _ in range(10)]
+        finally:
+            stop.set()
+            await task
+        assert all(keys == [f"run.{i:05d}" for i in range(n)] for keys in listings)
+    finally:
+        await nc.close()

@@ -62,18 +62,15 @@ class CommandConsumer:
         self._loop_task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
-        """One slot, then one message: a fetched command starts at once, so none waits
-        unstarted while its ack deadline runs, and none is stranded when we stop."""
+        """A free slot, then one message, then the slot: a fetched command starts at
+        once (none waits unstarted while its ack deadline runs) and none is stranded
+        when we stop. The slot is not held during the long poll, which would make every
+        request wait for it when the bound is small, and count as work in flight."""
         while not self._stopping.is_set():
-            await self.slots.acquire()
-            started = False
+            await self.slots.acquire()  # wait for a free slot, but do not keep it yet
+            self.slots.release()
             try:
                 msgs = await self._sub.fetch(1, timeout=1.0)
-                if msgs:
-                    task = asyncio.create_task(self._run(msgs[0]))
-                    started = True
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
             except (TimeoutError, NatsTimeout):
                 continue
             except Exception:
@@ -81,9 +78,13 @@ class CommandConsumer:
                     return
                 log.exception("command fetch failed; retrying")
                 await asyncio.sleep(0.5)
-            finally:
-                if not started:
-                    self.slots.release()
+                continue
+            if not msgs:
+                continue
+            await self.slots.acquire()  # a request may have taken it meanwhile: briefly
+            task = asyncio.create_task(self._run(msgs[0]))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
 
     async def _run(self, msg: Msg) -> None:
         """Handle one command, telling JetStream it is in progress every half ack-wait,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.errors import (
@@ -32,6 +33,7 @@ from .errors import Conflict, Unavailable
 
 M = TypeVar("M", bound=BaseModel)
 SNAPSHOT_TIMEOUT = 30.0
+SNAPSHOT_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,44 +98,56 @@ class StateStore:
 
     async def snapshot(self, prefix: str = "", *, values: bool = True) -> list[KeyValue.Entry]:
         """Every live key under ``prefix`` (a dotted prefix like ``run.``) with its latest
-        value (only the key and revision when ``values`` is false), as of now.
+        value (only the key and revision when ``values`` is false), each once.
 
         A watch of ``<prefix>>`` with one message per key, filtered by the server
         (nats-py's ``keys(filters=...)`` matches substrings on the client after fetching
-        every key). The snapshot ends with the entry the server had nothing pending
-        after. nats-py's own end marker (``None``) is not trusted when it comes first:
-        when the entries reach the client before the watch's consumer-info call returns,
-        it is put ahead of them (seen under load: a listing of runs came back empty),
-        so a leading marker ends the snapshot only when the stream holds no such key.
+        every key). nats-py's end marker is not enough to know the listing is complete:
+        it can come before the entries, and a key rewritten while the watch runs loses
+        its old message before the watch reaches it, its new one arriving after the
+        point where nothing seemed pending (an independent review missed up to 154 of
+        2 000 keys that way). So the keys the stream holds right after the watch starts
+        are asked for, and the listing ends only when each of them has been seen, or
+        when a key that vanished meanwhile has been waited for ``SNAPSHOT_GRACE``.
         """
-        watcher = await self.kv.watch(f"{prefix}>" if prefix else ">", meta_only=not values)
-        found: list[KeyValue.Entry] = []
-        received = 0
+        pattern = f"{prefix}>" if prefix else ">"
+        watcher = await self.kv.watch(pattern, meta_only=not values)
+        found: dict[str, KeyValue.Entry] = {}
         try:
+            missing = await self._subjects(pattern)
+            caught_up = not missing
             async with asyncio.timeout(SNAPSHOT_TIMEOUT):
-                async for entry in watcher:
+                while missing or not caught_up:
+                    try:
+                        wait = SNAPSHOT_GRACE if caught_up else SNAPSHOT_TIMEOUT
+                        entry = await watcher.updates(timeout=wait)  # type: ignore[no-untyped-call]
+                    except NatsTimeoutError:
+                        break  # caught up; what is still missing left the stream meanwhile
                     if entry is None:
-                        if received or not await self._holds_any(prefix):
-                            break
-                        continue  # an early marker: the entries are on their way
-                    received += 1
-                    if entry.operation not in (KV_DEL, KV_PURGE) and entry.key.startswith(prefix):
-                        found.append(entry)
+                        caught_up = True
+                        continue
+                    missing.discard(entry.key)
                     if not entry.delta:
-                        break
+                        caught_up = True
+                    if not entry.key.startswith(prefix):
+                        continue
+                    if entry.operation in (KV_DEL, KV_PURGE):
+                        found.pop(entry.key, None)
+                    else:
+                        found[entry.key] = entry
         except TimeoutError as exc:
             raise Unavailable(
                 f"listing {prefix or 'all'} keys took over {SNAPSHOT_TIMEOUT}s"
             ) from exc
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        return found
+        return list(found.values())
 
-    async def _holds_any(self, prefix: str) -> bool:
-        """Whether the bucket's stream holds any message under ``prefix``."""
+    async def _subjects(self, pattern: str) -> set[str]:
+        """The keys matching ``pattern`` that the bucket's stream holds messages for."""
         kv: Any = self.kv  # the stream name and subject prefix are nats-py internals
-        info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{prefix}>")
-        return bool(info.state.subjects)
+        info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{pattern}")
+        return {subject[len(kv._pre) :] for subject in info.state.subjects or {}}
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, sorted."""

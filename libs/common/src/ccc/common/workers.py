@@ -35,6 +35,7 @@ from .slots import Slots
 log = logging.getLogger("ccc.workers")
 
 Job = TypeVar("Job")
+STOP_GRACE = 5.0  # seconds a cancelled job may take to wind down at stop
 
 
 class _InOwnContext:
@@ -163,7 +164,11 @@ class Workers(Generic[Job]):
             tasks.append(self._sweeper)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Bounded: a handler that swallows the cancel and keeps waiting must not hold
+        # the whole service's shutdown (a task per request was never waited on for ever).
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE) if tasks else (set(), set())
+        if stuck:
+            log.warning("%d request worker(s) ignored the stop; leaving them", len(stuck))
         if self._abandon is not None:
             for job in left + self._dropped:
                 try:
