@@ -44,7 +44,32 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None) -> None:
 
 
 def tracer(name: str = "ccc") -> trace.Tracer:
-    return trace.get_tracer(name)
+    """A tracer whose spans continue the request being served: without an exporter the
+    request's trace lives in one context variable, not in OpenTelemetry's context, so a
+    span started with OpenTelemetry's own tracer would begin a new trace."""
+    return _RequestTracer(trace.get_tracer(name))
+
+
+class _RequestTracer(trace.Tracer):
+    def __init__(self, inner: trace.Tracer) -> None:
+        self._inner = inner
+
+    def start_span(  # type: ignore[no-untyped-def]
+        self, name: str, context: OtelContext | None = None, *args, **kwargs
+    ) -> trace.Span:
+        return self._inner.start_span(name, _parent(context), *args, **kwargs)
+
+    def start_as_current_span(  # type: ignore[no-untyped-def, override]
+        self, name: str, context: OtelContext | None = None, *args, **kwargs
+    ) -> contextlib.AbstractContextManager[trace.Span]:
+        return self._inner.start_as_current_span(name, _parent(context), *args, **kwargs)
+
+
+def _parent(context: OtelContext | None) -> OtelContext | None:
+    if context is not None or _exporting:
+        return context
+    traceparent = current_traceparent()
+    return extract({"traceparent": traceparent}) if traceparent else None
 
 
 # The trace of the request being served when nothing is exported: just its W3C
