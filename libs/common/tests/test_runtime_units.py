@@ -174,9 +174,12 @@ def test_remote_trace_context_becomes_current():
 
 def test_a_span_a_handler_starts_continues_the_request_trace():
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    with tracing.server_span("x", {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}):
-        with tracing.tracer("handler").start_as_current_span("own work"):
-            assert tracing.current_trace_id() == trace_id
-            outgoing: dict[str, str] = {}
-            tracing.inject(outgoing)
-            assert outgoing["traceparent"].split("-")[1] == trace_id
+    caller = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    with (
+        tracing.server_span("x", caller),
+        tracing.tracer("handler").start_as_current_span("own work"),
+    ):
+        assert tracing.current_trace_id() == trace_id
+        outgoing: dict[str, str] = {}
+        tracing.inject(outgoing)
+        assert outgoing["traceparent"].split("-")[1] == trace_id
