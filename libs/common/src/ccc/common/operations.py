@@ -355,8 +355,9 @@ class Operations:
         """Let running operations finish for ``timeout``; leave the rest to recovery."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            # Bounded: on 3.11 a library's asyncio.wait_for can swallow the cancel, and
+            # a sweeper that missed it would otherwise hold the whole shutdown.
+            await asyncio.wait([self._sweeper], timeout=5)
         tasks = list(self._tasks.values())
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.errors import (
@@ -118,11 +117,17 @@ class StateStore:
             caught_up = not missing
             async with asyncio.timeout(SNAPSHOT_TIMEOUT):
                 while missing or not caught_up:
+                    # asyncio.timeout, not the watcher's updates(timeout=): that one is
+                    # asyncio.wait_for, which on 3.11 can swallow a cancellation arriving
+                    # as an entry does, and a cancelled caller (a stopping sweeper) then
+                    # never ends.
                     try:
-                        wait = SNAPSHOT_GRACE if caught_up else SNAPSHOT_TIMEOUT
-                        entry = await watcher.updates(timeout=wait)  # type: ignore[no-untyped-call]
-                    except NatsTimeoutError:
+                        async with asyncio.timeout(SNAPSHOT_GRACE if caught_up else None):
+                            entry = await anext(watcher)
+                    except TimeoutError:
                         break  # caught up; what is still missing left the stream meanwhile
+                    except StopAsyncIteration:
+                        break
                     if entry is None:
                         caught_up = True
                         continue
