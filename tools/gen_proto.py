@@ -28,8 +28,6 @@ import pkgutil
 import re
 import shutil
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 
 from ccc.common import Binary
+from ccc.common.endpoint import json_answer_type
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -66,20 +65,14 @@ def camel(op: str) -> str:
 def split_binary(response_type: Any) -> tuple[Any, bool]:
     """(the JSON part of an endpoint's answer, whether it may answer ``Binary``).
 
-    ``Binary`` -> (NO_JSON, True); ``Model | Binary`` -> (Model, True); ``A | B | Binary``
-    -> (A | B, True); anything else -> (itself, False).
+    ``Binary`` -> (NO_JSON, True); ``Model | Binary`` -> (Model, True); anything else ->
+    (itself, False). The union is split by the runtime's own ``json_answer_type``, the
+    rule the gateway's OpenAPI follows too.
     """
     if response_type is Binary:
         return NO_JSON, True
-    if typing.get_origin(response_type) not in (typing.Union, types.UnionType):
-        return response_type, False
-    args = typing.get_args(response_type)
-    if Binary not in args:
-        return response_type, False
-    rest = tuple(a for a in args if a is not Binary)
-    if not rest:
-        return NO_JSON, True
-    return (rest[0] if len(rest) == 1 else typing.Union[rest]), True  # noqa: UP007
+    json_part = json_answer_type(response_type)
+    return json_part, json_part is not response_type
 
 
 def model_schema(model: Any, mode: str, schema_id: str, title: str | None = None) -> dict[str, Any]:

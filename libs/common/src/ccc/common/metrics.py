@@ -10,7 +10,8 @@ thread reads numbers that may be one request apart, which Prometheus tolerates.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -36,6 +37,9 @@ LATENCY_BUCKETS = (
 )
 
 
+Cell = TypeVar("Cell")
+
+
 class CounterCell:
     __slots__ = ("value",)
 
@@ -59,19 +63,33 @@ class HistogramCell:
         self.total += value
 
 
-class FastCounter(Collector):
+class _Labelled(Collector, Generic[Cell]):
+    """A labelled family of plain-number cells, registered with the default registry."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        new_cell: Callable[[], Cell],
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._new_cell = new_cell
+        self._cells: dict[tuple[str, ...], Cell] = {}
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> Cell:
+        cell = self._cells.get(values)
+        if cell is None:
+            cell = self._cells[values] = self._new_cell()
+        return cell
+
+
+class FastCounter(_Labelled[CounterCell]):
     """A labelled counter whose cells are plain integers (see the module's docstring)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
-        self._cells: dict[tuple[str, ...], CounterCell] = {}
-        REGISTRY.register(self)
-
-    def labels(self, *values: str) -> CounterCell:
-        cell = self._cells.get(values)
-        if cell is None:
-            cell = self._cells[values] = CounterCell()
-        return cell
+        super().__init__(name, documentation, labelnames, CounterCell)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -80,7 +98,7 @@ class FastCounter(Collector):
         yield family
 
 
-class FastHistogram(Collector):
+class FastHistogram(_Labelled[HistogramCell]):
     """A labelled histogram whose cells are plain numbers (see the module's docstring)."""
 
     def __init__(
@@ -90,16 +108,8 @@ class FastHistogram(Collector):
         labelnames: Sequence[str],
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self.bounds = tuple(sorted(buckets))
-        self._cells: dict[tuple[str, ...], HistogramCell] = {}
-        REGISTRY.register(self)
-
-    def labels(self, *values: str) -> HistogramCell:
-        cell = self._cells.get(values)
-        if cell is None:
-            cell = self._cells[values] = HistogramCell(self.bounds)
-        return cell
+        super().__init__(name, documentation, labelnames, lambda: HistogramCell(self.bounds))
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

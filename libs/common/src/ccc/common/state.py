@@ -134,8 +134,6 @@ class StateStore:
                     missing.discard(entry.key)
                     if not entry.delta:
                         caught_up = True
-                    if not entry.key.startswith(prefix):
-                        continue
                     if entry.operation in (KV_DEL, KV_PURGE):
                         found.pop(entry.key, None)
                     else:

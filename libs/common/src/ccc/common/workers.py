@@ -69,6 +69,16 @@ class _InOwnContext:
                 value, error = None, exc
 
 
+def _resolve_first(waiters: deque[asyncio.Future[None]]) -> bool:
+    """Let the first waiter that still waits go on; whether there was one."""
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return True
+    return False
+
+
 class _Worker:
     __slots__ = ("deadline", "expired", "task")
 
@@ -129,8 +139,8 @@ class Workers(Generic[Job]):
         once per request, and a coroutine per call costs more than the rest of it."""
         self._backlog.append((job, timeout))
         self._all_idle.clear()
-        if not self._waking and self._idle:
-            self._wake_one()
+        if not self._waking and _resolve_first(self._idle):
+            self._waking += 1
         if len(self._backlog) <= self.size:
             return self._ready
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -157,8 +167,8 @@ class Workers(Generic[Job]):
         self.stopping = True
         left = [job for job, _ in self._backlog]
         self._backlog.clear()
-        while self._full:
-            self._release_submitter()
+        while _resolve_first(self._full):
+            pass
         tasks = [w.task for w in self._workers if w.task is not None]
         if self._sweeper is not None:
             tasks.append(self._sweeper)
@@ -179,14 +189,6 @@ class Workers(Generic[Job]):
 
     # -- inside ------------------------------------------------------------------------
 
-    def _wake_one(self) -> None:
-        while self._idle:
-            waiter = self._idle.popleft()
-            if not waiter.done():
-                self._waking += 1
-                waiter.set_result(None)
-                return
-
     async def _run(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         task = worker.task
@@ -202,10 +204,9 @@ class Workers(Generic[Job]):
                         self._waking -= 1
                 continue
             job, timeout = self._backlog.popleft()
-            if self._full:
-                self._release_submitter()
-            if self._backlog and not self._waking:
-                self._wake_one()  # this job may wait: let a sibling carry on with the rest
+            _resolve_first(self._full)  # room in the backlog: a held-back sender goes on
+            if self._backlog and not self._waking and _resolve_first(self._idle):
+                self._waking += 1  # this job may wait: a sibling carries on with the rest
             self.busy += 1
             try:
                 await self._slots.acquire()
@@ -233,13 +234,6 @@ class Workers(Generic[Job]):
                         task.uncancel()
                 if not self.busy and not self._backlog:
                     self._all_idle.set()
-
-    def _release_submitter(self) -> None:
-        while self._full:
-            waiter = self._full.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

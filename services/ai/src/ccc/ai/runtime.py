@@ -265,7 +265,13 @@ class ModelGateway:
         resolved: Resolved,
         capability: str,
         call: Callable[[Deployment], Awaitable[T]],
-    ) -> tuple[Deployment, T, float, int]:
+        *,
+        key_id: str | None,
+        requested: str,
+        usage: Callable[[T], dict[str, Any] | None],
+    ) -> T:
+        """One answer through failover, accounted to the caller's key (``usage`` reads
+        the provider's usage from the answer)."""
         tried: list[dict[str, Any]] = []
         for dep in self.candidates(resolved):
             started = time.perf_counter()
@@ -276,7 +282,16 @@ class ModelGateway:
                 continue
             elapsed = time.perf_counter() - started
             self.catalog.latency.observe(dep.key, elapsed)
-            return dep, answer, elapsed, len(tried)
+            self.account(
+                key_id=key_id,
+                requested=requested,
+                dep=dep,
+                capability=capability,
+                usage=usage(answer),
+                elapsed=elapsed,
+                fallbacks=len(tried),
+            )
+            return answer
         raise self.exhausted(resolved, capability, tried)
 
     # -- usage -----------------------------------------------------------------------
@@ -327,17 +342,13 @@ class ModelGateway:
     async def chat(self, req: ChatCompletionRequest, key_id: str | None) -> ChatCompletion:
         resolved = self.resolve(req.model, "chat")
         self.accounting.check(key_id)
-        dep, answer, elapsed, fallbacks = await self._call(
-            resolved, "chat", lambda d: d.provider.chat(req.upstream_body(d.model))
-        )
-        self.account(
+        answer = await self._call(
+            resolved,
+            "chat",
+            lambda d: d.provider.chat(req.upstream_body(d.model)),
             key_id=key_id,
             requested=req.model,
-            dep=dep,
-            capability="chat",
-            usage=answer.get("usage"),
-            elapsed=elapsed,
-            fallbacks=fallbacks,
+            usage=_usage,
         )
         return ChatCompletion.model_validate(answer)
 
@@ -350,17 +361,13 @@ class ModelGateway:
             out["model"] = dep.model
             return out
 
-        dep, answer, elapsed, fallbacks = await self._call(
-            resolved, "embeddings", lambda d: d.provider.embeddings(body(d))
-        )
-        self.account(
+        answer = await self._call(
+            resolved,
+            "embeddings",
+            lambda d: d.provider.embeddings(body(d)),
             key_id=key_id,
             requested=req.model,
-            dep=dep,
-            capability="embeddings",
-            usage=answer.get("usage"),
-            elapsed=elapsed,
-            fallbacks=fallbacks,
+            usage=_usage,
         )
         return EmbeddingsResponse.model_validate(answer)
 
@@ -378,17 +385,13 @@ class ModelGateway:
                 out["model"] = dep.model
             return out
 
-        dep, answer, elapsed, fallbacks = await self._call(
-            resolved, "images", lambda d: d.provider.images(body(d))
-        )
-        self.account(
+        answer = await self._call(
+            resolved,
+            "images",
+            lambda d: d.provider.images(body(d)),
             key_id=key_id,
             requested=req.model or "images",
-            dep=dep,
-            capability="images",
-            usage=answer.get("usage"),
-            elapsed=elapsed,
-            fallbacks=fallbacks,
+            usage=_usage,
         )
         return ImagesResponse.model_validate(answer)
 
@@ -425,19 +428,13 @@ class ModelGateway:
             out["model"] = dep.model
             return out
 
-        dep, answer, elapsed, fallbacks = await self._call(
+        answer = await self._call(
             resolved,
             "audio_transcription",
             lambda d: d.provider.transcriptions(fields(d), upload),
-        )
-        self.account(
             key_id=key_id,
             requested=req.model,
-            dep=dep,
-            capability="audio_transcription",
-            usage=None if isinstance(answer, Raw) else answer.get("usage"),
-            elapsed=elapsed,
-            fallbacks=fallbacks,
+            usage=lambda a: None if isinstance(a, Raw) else _usage(a),
         )
         if isinstance(answer, Raw):
             return Binary(data=answer.data, content_type=answer.content_type)
@@ -461,17 +458,13 @@ class ModelGateway:
             out["model"] = dep.model
             return out
 
-        dep, answer, elapsed, fallbacks = await self._call(
-            resolved, "speech", lambda d: d.provider.speech(body(d))
-        )
-        self.account(  # a call, with no tokens: providers price speech per character
+        answer = await self._call(
+            resolved,
+            "speech",
+            lambda d: d.provider.speech(body(d)),
             key_id=key_id,
             requested=req.model,
-            dep=dep,
-            capability="speech",
-            usage=None,
-            elapsed=elapsed,
-            fallbacks=fallbacks,
+            usage=lambda _a: None,  # a call, no tokens: providers price speech per character
         )
         media = answer.content_type
         if not MEDIA_TYPE.match(media) or media == "application/octet-stream":
@@ -615,3 +608,9 @@ class ModelGateway:
             provider=dep.provider.name,
             usage=usage,
         )
+
+
+def _usage(answer: Answer) -> dict[str, Any] | None:
+    """The ``usage`` object of an OpenAI-shaped JSON answer."""
+    usage: dict[str, Any] | None = answer.get("usage")
+    return usage

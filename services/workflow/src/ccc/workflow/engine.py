@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -279,8 +278,8 @@ class Engine:
         marks. Every instance may do it: deleting twice is harmless."""
         horizon = time.time() - self.settings.workflow_run_retention_days * 86400
         old: list[str] = []
-        for entry in await self.state.snapshot("run."):
-            record = json.loads(entry.value or b"{}")
+        async for entry in self.state.items("run."):
+            record = entry.value
             finished = record.get("finished_at")
             if record.get("status") in RUN_DONE and finished and finished < horizon:
                 old.append(record["id"])

@@ -223,10 +223,8 @@ def create_service(
         """Runs, newest first, optionally of one workflow or in one status."""
         engine = rt.require()
         found: list[RunSummary] = []
-        for entry in await engine.state.snapshot("run."):
-            if entry.value is None:
-                continue
-            run = Run.model_validate_json(entry.value)
+        async for entry in engine.state.items("run."):
+            run = Run.model_validate(entry.value)
             if (req.workflow and run.workflow != req.workflow) or (
                 req.status and run.status != req.status
             ):
